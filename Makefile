@@ -1,0 +1,60 @@
+# wabill — build, test, run.
+#
+# Builds go to a cache directory that survives between runs on the same machine
+# (rocksdb and librdkafka take minutes to build cold); a fresh machine just builds.
+WABILL_CACHE ?= $(HOME)/.cache/wabill
+export CARGO_TARGET_DIR ?= $(WABILL_CACHE)/target
+CARGO ?= cargo
+BIN := $(CARGO_TARGET_DIR)/debug/wabill
+RELEASE_BIN := $(CARGO_TARGET_DIR)/release/wabill
+SAMPLE := data/sample/webhooks-2022-03.jsonl
+SAMPLE_CONFIG := data/sample/wabill.toml
+OUT := $(WABILL_CACHE)/out
+
+.PHONY: all build release test lint fmt run bench bench-quick sample-data deps clean
+
+all: build
+
+## deps: system packages the build needs (clang/libclang for rocksdb's bindgen)
+deps:
+	@./scripts/install-deps.sh
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+## test: formatting, lints, then every test (unit, property, golden, integration)
+test: lint
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+## run: replay the bundled sample month and print the month statements
+run: build
+	@mkdir -p $(OUT)
+	$(BIN) replay --input $(SAMPLE) --config $(SAMPLE_CONFIG) \
+	  --output $(OUT)/sample-billing.jsonl --dead-letter $(OUT)/sample-dead-letter.jsonl --summary
+	@echo "records: $(OUT)/sample-billing.jsonl"
+
+## bench: criterion benchmarks (full size: 1 M events; takes several minutes)
+bench:
+	$(CARGO) bench --bench engine
+
+bench-quick:
+	WABILL_BENCH_EVENTS=100000 $(CARGO) bench --bench engine
+
+## sample-data: regenerate the bundled sample file (deterministic)
+sample-data: build
+	$(BIN) gen --events 24000 --users 3000 --wabas 4 --first-waba-share 0.55 --seed 2022 \
+	  --start 2022-03-01 --days 31 --output $(SAMPLE)
+
+clean:
+	rm -rf $(OUT)

@@ -1,0 +1,143 @@
+//! Throughput benchmarks (criterion). Numbers and method are in BENCHMARKS.md.
+//!
+//! (a) `engine_in_memory`: the pure engine (windows + ledger) on already-normalised
+//!     events with the in-memory store.
+//! (b) `replay_path`: parse Meta JSON, normalise, engine with the RocksDB-backed store.
+//!
+//! Traffic: a generated month, ≥ 1 M events, 100 k users, 50 WABAs. Override the size
+//! with WABILL_BENCH_EVENTS for a quick run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+use wabill::billing::{MarketMap, RateCard};
+use wabill::config::{Config, Profiles};
+use wabill::ingest::{MessageEvent, Normaliser};
+use wabill::pipeline::engine::{Engine, Setup};
+use wabill::sim::{self, SimConfig};
+use wabill::state::RocksBackend;
+
+fn events_target() -> u64 {
+    std::env::var("WABILL_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn month_lines() -> Vec<String> {
+    let cfg = SimConfig {
+        seed: 42,
+        events: events_target(),
+        users: 100_000,
+        wabas: 50,
+        first_waba_share: 0.05,
+        ..SimConfig::default()
+    };
+    let mut lines = Vec::new();
+    sim::generate(&cfg, |l| lines.push(l.to_string()));
+    lines
+}
+
+fn setup() -> Setup {
+    let cfg = Config::default();
+    let mut s = Setup::new(
+        &cfg,
+        RateCard::bundled_sample().unwrap(),
+        MarketMap::bundled(),
+    )
+    .unwrap();
+    s.profiles = Arc::new(Profiles::default_profiles());
+    s
+}
+
+fn normalise(lines: &[String]) -> Vec<MessageEvent> {
+    let mut n = Normaliser::new(None, 4 << 20);
+    let mut evs = Vec::new();
+    let mut bad = Vec::new();
+    for l in lines {
+        n.normalise(l, &mut evs, &mut bad).unwrap();
+    }
+    evs
+}
+
+fn bench(c: &mut Criterion) {
+    let lines = month_lines();
+    let events = normalise(&lines);
+    let n_events = events.len() as u64;
+    eprintln!(
+        "bench traffic: {} payload lines, {} events",
+        lines.len(),
+        n_events
+    );
+    let s = setup();
+
+    let mut g = c.benchmark_group("wabill");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(20));
+    g.throughput(Throughput::Elements(n_events));
+
+    g.bench_function("engine_in_memory", |b| {
+        b.iter_batched(
+            || events.clone(),
+            |evs| {
+                let mut engine = Engine::new(&s, None);
+                let mut billed = Vec::with_capacity(1 << 16);
+                let mut rejected = Vec::new();
+                for (i, ev) in evs.into_iter().enumerate() {
+                    engine
+                        .push(ev, i as u64, &mut billed, &mut rejected)
+                        .unwrap();
+                    if billed.len() > 60_000 {
+                        billed.clear();
+                    }
+                }
+                engine.finish(&mut billed, &mut rejected).unwrap();
+                billed.len()
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    g.bench_function("replay_path_rocksdb", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |dir| {
+                let backend = RocksBackend::open(dir.path()).unwrap();
+                let mut engine = Engine::new(&s, Some(Box::new(backend)));
+                let mut norm = Normaliser::new(None, 4 << 20);
+                let mut evs = Vec::new();
+                let mut bad = Vec::new();
+                let mut billed = Vec::with_capacity(1 << 16);
+                let mut rejected = Vec::new();
+                let mut pos = 0u64;
+                let mut since = 0u64;
+                for l in &lines {
+                    pos += 1;
+                    norm.normalise(l, &mut evs, &mut bad).unwrap();
+                    for ev in evs.drain(..) {
+                        since += 1;
+                        engine.push(ev, pos, &mut billed, &mut rejected).unwrap();
+                    }
+                    if since >= 50_000 {
+                        since = 0;
+                        engine.checkpoint().unwrap();
+                    }
+                    if billed.len() > 60_000 {
+                        billed.clear();
+                    }
+                }
+                engine.finish(&mut billed, &mut rejected).unwrap();
+                engine.checkpoint().unwrap();
+                drop(engine);
+                dir
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,244 @@
+//! Country and market of a user number (SPEC §5).
+//!
+//! The country comes from libphonenumber's metadata (the `phonenumber` port), never from
+//! a hand-typed prefix list, so +1 876 is Jamaica and +1 242 the Bahamas. The market
+//! comes from a mapping file (`data/markets.csv`, shipped inside the binary).
+
+use std::collections::HashMap;
+
+use phonenumber::metadata::DATABASE;
+use rustc_hash::FxHashMap;
+use thiserror::Error;
+
+/// ISO 3166-1 alpha-2 code, stored inline to keep events and state small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Country([u8; 2]);
+
+impl Country {
+    pub fn new(code: &str) -> Option<Country> {
+        let b = code.as_bytes();
+        if b.len() == 2 && b.iter().all(|c| c.is_ascii_uppercase()) {
+            Some(Country([b[0], b[1]]))
+        } else {
+            None
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        // Constructed only from two ASCII upper-case letters.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl std::fmt::Display for Country {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NumberError {
+    #[error("user number is empty")]
+    Empty,
+    #[error("user number {0:?} has characters other than digits")]
+    NotDigits(String),
+    #[error("user number {0:?} has no known country calling code")]
+    UnknownCallingCode(String),
+    #[error("user number {0:?} has a non-geographic calling code (no country to bill)")]
+    NonGeographic(String),
+}
+
+/// How a number resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved {
+    pub country: Country,
+    /// False when libphonenumber rejects the number: it is still billed by its calling
+    /// code's main country (SPEC §5) and counted.
+    pub valid: bool,
+}
+
+/// Resolves `wa_id`s (E.164 digits without `+`) to countries, memoising results: a parse
+/// costs microseconds and the same users write again and again.
+#[derive(Default)]
+pub struct CountryResolver {
+    cache: FxHashMap<Box<str>, Result<Resolved, NumberError>>,
+    capacity: usize,
+}
+
+impl CountryResolver {
+    pub fn new(capacity: usize) -> Self {
+        CountryResolver {
+            cache: FxHashMap::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Loads libphonenumber's metadata now rather than on the first event (about 100 ms).
+    pub fn warm_up() {
+        let _ = phonenumber::parse(None, "+14155550100");
+    }
+
+    pub fn resolve(&mut self, wa_id: &str) -> Result<Resolved, NumberError> {
+        if let Some(r) = self.cache.get(wa_id) {
+            return r.clone();
+        }
+        let r = resolve_uncached(wa_id);
+        if self.cache.len() >= self.capacity {
+            self.cache.clear();
+        }
+        self.cache.insert(wa_id.into(), r.clone());
+        r
+    }
+}
+
+pub fn resolve_uncached(wa_id: &str) -> Result<Resolved, NumberError> {
+    let digits = wa_id.strip_prefix('+').unwrap_or(wa_id);
+    if digits.is_empty() {
+        return Err(NumberError::Empty);
+    }
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(NumberError::NotDigits(wa_id.to_string()));
+    }
+    let pn = phonenumber::parse(None, format!("+{digits}"))
+        .map_err(|_| NumberError::UnknownCallingCode(wa_id.to_string()))?;
+    let code = pn.code().value();
+    let region = match pn.metadata(&DATABASE) {
+        Some(m) => m.id().to_string(),
+        None => DATABASE
+            .by_code(&code)
+            .and_then(|v| v.first().map(|m| m.id().to_string()))
+            .ok_or_else(|| NumberError::UnknownCallingCode(wa_id.to_string()))?,
+    };
+    let country =
+        Country::new(&region).ok_or_else(|| NumberError::NonGeographic(wa_id.to_string()))?;
+    Ok(Resolved {
+        country,
+        valid: pn.is_valid(),
+    })
+}
+
+#[derive(Debug, Error)]
+pub enum MarketMapError {
+    #[error("market mapping line {line}: {reason}")]
+    Line { line: usize, reason: String },
+}
+
+/// Country → market, from the mapping file. Countries not listed are in "Other".
+#[derive(Debug, Clone)]
+pub struct MarketMap {
+    by_country: HashMap<Country, String>,
+}
+
+pub const OTHER_MARKET: &str = "Other";
+pub const BUNDLED_MARKETS: &str = include_str!("../../data/markets.csv");
+
+impl MarketMap {
+    pub fn bundled() -> Self {
+        // The bundled file is checked by a unit test; an error here is a build defect.
+        Self::parse(BUNDLED_MARKETS).unwrap_or_else(|_| MarketMap {
+            by_country: HashMap::new(),
+        })
+    }
+
+    /// Parses `country,market` lines (header first; `#` comments allowed).
+    pub fn parse(text: &str) -> Result<Self, MarketMapError> {
+        let mut by_country = HashMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if i == 0 || line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (c, m) = line.split_once(',').ok_or_else(|| MarketMapError::Line {
+                line: i + 1,
+                reason: "expected `country,market`".into(),
+            })?;
+            let country = Country::new(c.trim()).ok_or_else(|| MarketMapError::Line {
+                line: i + 1,
+                reason: format!("{c:?} is not an ISO 3166 alpha-2 code"),
+            })?;
+            let market = m.trim().trim_matches('"').to_string();
+            if by_country.insert(country, market).is_some() {
+                return Err(MarketMapError::Line {
+                    line: i + 1,
+                    reason: format!("{country} listed twice"),
+                });
+            }
+        }
+        Ok(MarketMap { by_country })
+    }
+
+    pub fn market(&self, country: Country) -> &str {
+        self.by_country
+            .get(&country)
+            .map(String::as_str)
+            .unwrap_or(OTHER_MARKET)
+    }
+
+    pub fn markets(&self) -> impl Iterator<Item = &str> {
+        self.by_country.values().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn country(n: &str) -> String {
+        resolve_uncached(n).unwrap().country.to_string()
+    }
+
+    #[test]
+    fn nanp_numbers_split_by_area_code() {
+        assert_eq!(country("16505551234"), "US");
+        assert_eq!(country("18765551234"), "JM");
+        assert_eq!(country("12425551234"), "BS");
+        assert_eq!(country("18095551234"), "DO");
+        assert_eq!(country("17875551234"), "PR");
+        assert_eq!(country("14165551234"), "CA");
+    }
+
+    #[test]
+    fn markets_from_mapping_file() {
+        let m = MarketMap::bundled();
+        assert_eq!(m.by_country.len(), 139);
+        let mk = |n: &str| m.market(resolve_uncached(n).unwrap().country).to_string();
+        assert_eq!(mk("16505551234"), "North America");
+        assert_eq!(mk("14165551234"), "North America");
+        assert_eq!(mk("18765551234"), "Rest of Latin America");
+        assert_eq!(mk("18095551234"), "Rest of Latin America");
+        assert_eq!(mk("17875551234"), "Rest of Latin America");
+        assert_eq!(mk("12425551234"), "Other");
+        assert_eq!(mk("447700900123"), "United Kingdom");
+        assert_eq!(mk("5511987654321"), "Brazil");
+        assert_eq!(mk("919876543210"), "India");
+        assert_eq!(mk("4915123456789"), "Germany");
+        assert_eq!(mk("2348031234567"), "Nigeria");
+        assert_eq!(mk("254712345678"), "Rest of Africa");
+        assert_eq!(mk("61412345678"), "Rest of Asia Pacific");
+        assert_eq!(mk("48512345678"), "Rest of Central & Eastern Europe");
+        assert_eq!(mk("306912345678"), "Rest of Central & Eastern Europe");
+        assert_eq!(mk("4367612345678"), "Rest of Western Europe");
+        assert_eq!(mk("97433123456"), "Rest of Middle East");
+        assert_eq!(mk("77012345678"), "Other"); // Kazakhstan shares +7 with Russia
+        assert_eq!(mk("79161234567"), "Russia");
+    }
+
+    #[test]
+    fn bad_numbers_are_errors_invalid_ones_are_billed() {
+        assert!(matches!(resolve_uncached(""), Err(NumberError::Empty)));
+        assert!(matches!(
+            resolve_uncached("12ab"),
+            Err(NumberError::NotDigits(_))
+        ));
+        assert!(matches!(
+            resolve_uncached("999123456"),
+            Err(NumberError::UnknownCallingCode(_))
+        ));
+        assert!(matches!(
+            resolve_uncached("80012345678"),
+            Err(NumberError::NonGeographic(_))
+        ));
+        let r = resolve_uncached("4412").unwrap();
+        assert_eq!(r.country.as_str(), "GB");
+        assert!(!r.valid);
+    }
+}

@@ -1,0 +1,18 @@
+//! Pure billing rules (SPEC §2–§6): no I/O, no clock. Time comes from events.
+
+pub mod era;
+pub mod ids;
+pub mod market;
+pub mod money;
+pub mod origin;
+pub mod policy;
+pub mod rates;
+pub mod statement;
+pub mod time;
+pub mod window;
+
+pub use era::{EraCalendar, EraId};
+pub use market::{Country, CountryResolver, MarketMap};
+pub use origin::Origin;
+pub use rates::RateCard;
+pub use time::{Ts, DAY as DAY_SECS};

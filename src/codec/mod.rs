@@ -1,0 +1,3 @@
+//! Wire formats. JSON lines for `wabill replay` now; Avro (schemas/*.avsc) for Kafka.
+
+pub mod json;

@@ -1,0 +1,244 @@
+//! The one configuration type (TOML file, then flags), and its validated form.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::billing::{EraCalendar, RateCard};
+use crate::ingest::OnPremises;
+
+pub const DEFAULT_LATENESS_SECS: u64 = 120;
+pub const DEFAULT_FREE_TIER: u32 = 1000;
+pub const DEFAULT_CURRENCY: &str = "USD";
+/// Meta batches at most 1,000 updates per POST; 4 MiB is far above any real payload.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 << 20;
+/// SPEC §3 rule 7: Meta retries for 36 h; keep dedupe memory at least 7 days.
+pub const DEFAULT_DEDUPE_HORIZON_SECS: u64 = 7 * 24 * 3600;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_lateness")]
+    pub allowed_lateness_secs: u64,
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: usize,
+    #[serde(default = "default_dedupe_horizon")]
+    pub dedupe_horizon_secs: u64,
+    /// Entries kept in memory in front of RocksDB (per store).
+    #[serde(default = "default_cache_entries")]
+    pub state_cache_entries: usize,
+    #[serde(default)]
+    pub waba: Vec<WabaConfig>,
+    #[serde(default)]
+    pub on_premises: Option<OnPremisesConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // An empty TOML document always deserialises (every key has a default).
+        toml::from_str("").unwrap_or_else(|_| unreachable!("empty config parses"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WabaConfig {
+    pub id: String,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub markup_percent: Option<String>,
+    #[serde(default)]
+    pub free_tier: Option<u32>,
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+/// Payloads without the Cloud API envelope carry no WABA or number: they come from here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnPremisesConfig {
+    pub waba_id: String,
+    pub phone_number_id: String,
+}
+
+fn default_lateness() -> u64 {
+    DEFAULT_LATENESS_SECS
+}
+fn default_max_payload() -> usize {
+    DEFAULT_MAX_PAYLOAD_BYTES
+}
+fn default_dedupe_horizon() -> u64 {
+    DEFAULT_DEDUPE_HORIZON_SECS
+}
+fn default_cache_entries() -> usize {
+    1 << 20
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Toml {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("waba {id}: time_zone {tz:?} is not an IANA time zone")]
+    TimeZone { id: String, tz: String },
+    #[error("waba {id}: markup_percent {value:?} is not a decimal")]
+    Markup { id: String, value: String },
+    #[error("waba {id}: currency {currency:?} has no rows in the rate card")]
+    NoCard { id: String, currency: String },
+    #[error("waba {0} is configured twice")]
+    Duplicate(String),
+    #[error("dedupe_horizon_secs must be at least 36 h (Meta retries for 36 h)")]
+    HorizonTooShort,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Toml { path: p, source })
+    }
+
+    pub fn on_premises(&self) -> Option<OnPremises> {
+        self.on_premises.as_ref().map(|o| OnPremises {
+            waba_id: o.waba_id.clone(),
+            phone_number_id: o.phone_number_id.clone(),
+        })
+    }
+
+    /// Validates per-WABA settings against the rate card: a WABA whose currency has no
+    /// card is a start-up error, not a run of unpriced conversations.
+    pub fn profiles(&self, card: &RateCard) -> Result<Profiles, ConfigError> {
+        if self.dedupe_horizon_secs < 36 * 3600 {
+            return Err(ConfigError::HorizonTooShort);
+        }
+        let mut by_id = HashMap::new();
+        for w in &self.waba {
+            let tz_name = w.time_zone.clone().unwrap_or_else(|| "UTC".into());
+            let tz = Tz::from_str(&tz_name).map_err(|_| ConfigError::TimeZone {
+                id: w.id.clone(),
+                tz: tz_name.clone(),
+            })?;
+            let markup = match &w.markup_percent {
+                None => Decimal::ZERO,
+                Some(v) => Decimal::from_str(v.trim()).map_err(|_| ConfigError::Markup {
+                    id: w.id.clone(),
+                    value: v.clone(),
+                })?,
+            };
+            let currency = w
+                .currency
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CURRENCY.into())
+                .to_ascii_uppercase();
+            if !card.has_currency(&currency) {
+                return Err(ConfigError::NoCard {
+                    id: w.id.clone(),
+                    currency,
+                });
+            }
+            let p = WabaProfile {
+                id: w.id.clone(),
+                time_zone: tz,
+                calendar: EraCalendar::new(&tz),
+                markup_percent: markup,
+                free_tier: w.free_tier.unwrap_or(DEFAULT_FREE_TIER),
+                currency,
+            };
+            if by_id.insert(w.id.clone(), Arc::new(p)).is_some() {
+                return Err(ConfigError::Duplicate(w.id.clone()));
+            }
+        }
+        Ok(Profiles {
+            by_id,
+            default: Arc::new(WabaProfile::default_for("")),
+        })
+    }
+}
+
+/// A WABA's billing settings, resolved once.
+#[derive(Debug, Clone)]
+pub struct WabaProfile {
+    pub id: String,
+    pub time_zone: Tz,
+    pub calendar: EraCalendar,
+    pub markup_percent: Decimal,
+    pub free_tier: u32,
+    pub currency: String,
+}
+
+impl WabaProfile {
+    pub fn default_for(id: &str) -> Self {
+        WabaProfile {
+            id: id.to_string(),
+            time_zone: chrono_tz::UTC,
+            calendar: EraCalendar::new(&chrono_tz::UTC),
+            markup_percent: Decimal::ZERO,
+            free_tier: DEFAULT_FREE_TIER,
+            currency: DEFAULT_CURRENCY.into(),
+        }
+    }
+}
+
+/// WABAs not in the configuration get the defaults (UTC, USD, 1,000 free, no markup).
+#[derive(Debug, Clone)]
+pub struct Profiles {
+    by_id: HashMap<String, Arc<WabaProfile>>,
+    default: Arc<WabaProfile>,
+}
+
+impl Profiles {
+    pub fn get(&self, waba_id: &str) -> &WabaProfile {
+        self.by_id
+            .get(waba_id)
+            .map(|p| p.as_ref())
+            .unwrap_or(&self.default)
+    }
+    pub fn default_profiles() -> Profiles {
+        Profiles {
+            by_id: HashMap::new(),
+            default: Arc::new(WabaProfile::default_for("")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_are_specific() {
+        let card = RateCard::bundled_sample().unwrap();
+        let c: Config = toml::from_str("[[waba]]\nid='1'\ntime_zone='Mars/Base'\n").unwrap();
+        assert!(matches!(
+            c.profiles(&card),
+            Err(ConfigError::TimeZone { .. })
+        ));
+        let c: Config = toml::from_str("[[waba]]\nid='1'\ncurrency='EUR'\n").unwrap();
+        assert!(matches!(c.profiles(&card), Err(ConfigError::NoCard { .. })));
+        let c: Config = toml::from_str("[[waba]]\nid='1'\nmarkup_percent='x'\n").unwrap();
+        assert!(matches!(c.profiles(&card), Err(ConfigError::Markup { .. })));
+        assert!(
+            toml::from_str::<Config>("allowed_latenes_secs = 3\n").is_err(),
+            "typos are rejected"
+        );
+        let c = Config::default();
+        assert_eq!(c.allowed_lateness_secs, 120);
+    }
+}

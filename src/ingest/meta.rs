@@ -1,0 +1,441 @@
+//! Meta webhook payloads → `MessageEvent`s.
+//!
+//! The envelope is parsed first with every message and status kept as raw JSON, then each
+//! one on its own: a bad status (missing timestamp, wrong type, bad number) becomes one
+//! dead letter and the rest of the payload is still billed.
+
+use std::borrow::Cow;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use thiserror::Error;
+
+use super::event::{EventKind, MessageEvent, MetaPricing, Referral, StatusKind};
+use crate::billing::{CountryResolver, Origin, Ts};
+
+/// A whole payload that cannot be used: one dead letter for the line.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("payload is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("payload has the wrong shape: {0}")]
+    Shape(String),
+    #[error("payload object is {0:?}, not \"whatsapp_business_account\"")]
+    WrongObject(String),
+    #[error("payload has neither `entry` (Cloud API) nor `messages`/`statuses` (On-Premises)")]
+    NotWebhook,
+    #[error("On-Premises payload, but no [on_premises] waba_id/phone_number_id is configured")]
+    OnPremisesNotConfigured,
+    #[error("payload of {size} bytes exceeds max_payload_bytes ({max})")]
+    TooLarge { size: usize, max: usize },
+}
+
+/// One event inside a payload that cannot be billed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadEvent {
+    /// JSON path inside the payload, e.g. `entry[0].changes[1].value.statuses[3]`.
+    pub path: String,
+    pub reason: String,
+    /// The event's own JSON text.
+    pub original: String,
+    pub waba_id: Option<String>,
+    pub phone_number_id: Option<String>,
+}
+
+/// Counters of what a payload held besides billable events.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PayloadStats {
+    /// Changes of other webhook fields (templates, account updates, ...): ignored.
+    pub ignored_changes: u64,
+    /// System messages (number changes): not user messages, ignored.
+    pub ignored_messages: u64,
+    /// Numbers that parse but fail libphonenumber validation (billed anyway).
+    pub invalid_numbers: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OnPremises {
+    pub waba_id: String,
+    pub phone_number_id: String,
+}
+
+/// Stateful only for its caches; turning the same line into events always gives the same
+/// events.
+pub struct Normaliser {
+    resolver: CountryResolver,
+    on_premises: Option<OnPremises>,
+    pub max_payload_bytes: usize,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    entry: Option<Vec<Entry<'a>>>,
+    #[serde(borrow, default)]
+    messages: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    statuses: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    changes: Vec<Change<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Change<'a> {
+    #[serde(borrow, default)]
+    field: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChangeValue<'a> {
+    #[serde(borrow)]
+    metadata: Metadata<'a>,
+    #[serde(borrow, default)]
+    messages: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    statuses: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow)]
+    phone_number_id: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct InboundJson<'a> {
+    #[serde(borrow)]
+    from: Cow<'a, str>,
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(deserialize_with = "unix_ts")]
+    timestamp: Ts,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    referral: Option<ReferralJson<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ReferralJson<'a> {
+    #[serde(borrow, default)]
+    source_type: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct StatusJson<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(deserialize_with = "unix_ts")]
+    timestamp: Ts,
+    #[serde(borrow)]
+    recipient_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    conversation: Option<ConversationJson<'a>>,
+    #[serde(borrow, default)]
+    pricing: Option<PricingJson<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ConversationJson<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    origin: Option<OriginJson<'a>>,
+}
+
+#[derive(Deserialize)]
+struct OriginJson<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct PricingJson<'a> {
+    #[serde(default)]
+    billable: Option<bool>,
+    #[serde(borrow, default)]
+    category: Option<Cow<'a, str>>,
+}
+
+/// Meta sends Unix seconds as strings; On-Premises and hand-made feeds sometimes as
+/// numbers. Both are accepted; anything else is an error naming the value.
+fn unix_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw<'a> {
+        Int(i64),
+        #[serde(borrow)]
+        Str(Cow<'a, str>),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(i) => Ok(i),
+        Raw::Str(s) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| de::Error::custom(format!("timestamp {s:?} is not Unix seconds"))),
+    }
+    .and_then(|t| {
+        // Year 1970..=9999: anything else is not a real Meta timestamp.
+        if (0..=253_402_300_799).contains(&t) {
+            Ok(t)
+        } else {
+            Err(de::Error::custom(format!("timestamp {t} is out of range")))
+        }
+    })
+}
+
+fn short(e: &serde_json::Error) -> String {
+    e.to_string()
+}
+
+impl Normaliser {
+    pub fn new(on_premises: Option<OnPremises>, max_payload_bytes: usize) -> Self {
+        CountryResolver::warm_up();
+        Normaliser {
+            resolver: CountryResolver::new(1 << 20),
+            on_premises,
+            max_payload_bytes,
+        }
+    }
+
+    /// Splits one payload into events (appended to `out`) and bad events (to `bad`).
+    pub fn normalise(
+        &mut self,
+        payload: &str,
+        out: &mut Vec<MessageEvent>,
+        bad: &mut Vec<BadEvent>,
+    ) -> Result<PayloadStats, PayloadError> {
+        if payload.len() > self.max_payload_bytes {
+            return Err(PayloadError::TooLarge {
+                size: payload.len(),
+                max: self.max_payload_bytes,
+            });
+        }
+        let env: Envelope = serde_json::from_str(payload).map_err(|e| {
+            if e.is_data() {
+                PayloadError::Shape(short(&e))
+            } else {
+                PayloadError::NotJson(short(&e))
+            }
+        })?;
+        let mut stats = PayloadStats::default();
+        if let Some(entries) = env.entry {
+            if let Some(o) = env.object.as_deref() {
+                if o != "whatsapp_business_account" {
+                    return Err(PayloadError::WrongObject(o.to_string()));
+                }
+            }
+            for (ei, entry) in entries.iter().enumerate() {
+                for (ci, change) in entry.changes.iter().enumerate() {
+                    if change.field.as_deref().is_some_and(|f| f != "messages") {
+                        stats.ignored_changes += 1;
+                        continue;
+                    }
+                    let path = format!("entry[{ei}].changes[{ci}].value");
+                    let Some(raw) = change.value else {
+                        bad.push(BadEvent {
+                            path,
+                            reason: "change has no value".into(),
+                            original: String::new(),
+                            waba_id: Some(entry.id.to_string()),
+                            phone_number_id: None,
+                        });
+                        continue;
+                    };
+                    let value: ChangeValue = match serde_json::from_str(raw.get()) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            bad.push(BadEvent {
+                                path,
+                                reason: format!("change value has the wrong shape: {}", short(&e)),
+                                original: raw.get().to_string(),
+                                waba_id: Some(entry.id.to_string()),
+                                phone_number_id: None,
+                            });
+                            continue;
+                        }
+                    };
+                    let ctx = Ctx {
+                        waba_id: &entry.id,
+                        phone_number_id: &value.metadata.phone_number_id,
+                        path: &path,
+                    };
+                    self.events(&ctx, &value.messages, &value.statuses, out, bad, &mut stats);
+                }
+            }
+            return Ok(stats);
+        }
+        if env.messages.is_none() && env.statuses.is_none() {
+            return Err(PayloadError::NotWebhook);
+        }
+        let op = self
+            .on_premises
+            .clone()
+            .ok_or(PayloadError::OnPremisesNotConfigured)?;
+        let ctx = Ctx {
+            waba_id: &op.waba_id,
+            phone_number_id: &op.phone_number_id,
+            path: "",
+        };
+        let messages = env.messages.unwrap_or_default();
+        let statuses = env.statuses.unwrap_or_default();
+        self.events(&ctx, &messages, &statuses, out, bad, &mut stats);
+        Ok(stats)
+    }
+
+    fn events(
+        &mut self,
+        ctx: &Ctx<'_>,
+        messages: &[&RawValue],
+        statuses: &[&RawValue],
+        out: &mut Vec<MessageEvent>,
+        bad: &mut Vec<BadEvent>,
+        stats: &mut PayloadStats,
+    ) {
+        for (i, raw) in messages.iter().enumerate() {
+            match self.inbound(ctx, raw.get(), stats) {
+                Ok(Some(ev)) => out.push(ev),
+                Ok(None) => stats.ignored_messages += 1,
+                Err(reason) => bad.push(ctx.bad(format!("messages[{i}]"), reason, raw.get())),
+            }
+        }
+        for (i, raw) in statuses.iter().enumerate() {
+            match self.status(ctx, raw.get(), stats) {
+                Ok(ev) => out.push(ev),
+                Err(reason) => bad.push(ctx.bad(format!("statuses[{i}]"), reason, raw.get())),
+            }
+        }
+    }
+
+    fn resolve(
+        &mut self,
+        user: &str,
+        stats: &mut PayloadStats,
+    ) -> Result<(crate::billing::Country, bool), String> {
+        let r = self.resolver.resolve(user).map_err(|e| e.to_string())?;
+        if !r.valid {
+            stats.invalid_numbers += 1;
+        }
+        Ok((r.country, r.valid))
+    }
+
+    fn inbound(
+        &mut self,
+        ctx: &Ctx<'_>,
+        raw: &str,
+        stats: &mut PayloadStats,
+    ) -> Result<Option<MessageEvent>, String> {
+        let m: InboundJson =
+            serde_json::from_str(raw).map_err(|e| format!("inbound message: {}", short(&e)))?;
+        if m.kind.as_deref() == Some("system") {
+            return Ok(None);
+        }
+        if m.id.is_empty() {
+            return Err("inbound message has an empty id".into());
+        }
+        let (country, number_valid) = self.resolve(&m.from, stats)?;
+        let referral = match m.referral {
+            None => Referral::None,
+            Some(r) if r.source_type.as_deref() == Some("ad") => Referral::Ad,
+            Some(_) => Referral::Other,
+        };
+        Ok(Some(MessageEvent {
+            ts: m.timestamp,
+            waba_id: ctx.waba_id.to_string(),
+            phone_number_id: ctx.phone_number_id.to_string(),
+            user: m.from.into_owned(),
+            message_id: m.id.into_owned(),
+            kind: EventKind::Inbound { referral },
+            country,
+            number_valid,
+            meta: None,
+        }))
+    }
+
+    fn status(
+        &mut self,
+        ctx: &Ctx<'_>,
+        raw: &str,
+        stats: &mut PayloadStats,
+    ) -> Result<MessageEvent, String> {
+        let s: StatusJson =
+            serde_json::from_str(raw).map_err(|e| format!("status: {}", short(&e)))?;
+        let status = StatusKind::parse(&s.status).ok_or_else(|| {
+            format!(
+                "unknown status value {:?} (expected sent, delivered, read or failed)",
+                s.status
+            )
+        })?;
+        if s.id.is_empty() {
+            return Err("status has an empty message id".into());
+        }
+        let (country, number_valid) = self.resolve(&s.recipient_id, stats)?;
+        let meta = if s.conversation.is_some() || s.pricing.is_some() {
+            let origin = s
+                .conversation
+                .as_ref()
+                .and_then(|c| c.origin.as_ref())
+                .and_then(|o| o.kind.as_deref())
+                .or_else(|| s.pricing.as_ref().and_then(|p| p.category.as_deref()))
+                .and_then(Origin::normalise);
+            Some(MetaPricing {
+                conversation_id: s
+                    .conversation
+                    .as_ref()
+                    .and_then(|c| c.id.as_deref())
+                    .map(str::to_string),
+                origin,
+                billable: s.pricing.as_ref().and_then(|p| p.billable),
+            })
+        } else {
+            None
+        };
+        Ok(MessageEvent {
+            ts: s.timestamp,
+            waba_id: ctx.waba_id.to_string(),
+            phone_number_id: ctx.phone_number_id.to_string(),
+            user: s.recipient_id.into_owned(),
+            message_id: s.id.into_owned(),
+            kind: EventKind::Status { status },
+            country,
+            number_valid,
+            meta,
+        })
+    }
+}
+
+struct Ctx<'a> {
+    waba_id: &'a str,
+    phone_number_id: &'a str,
+    path: &'a str,
+}
+
+impl Ctx<'_> {
+    fn bad(&self, item: String, reason: String, raw: &str) -> BadEvent {
+        let path = if self.path.is_empty() {
+            item
+        } else {
+            format!("{}.{item}", self.path)
+        };
+        BadEvent {
+            path,
+            reason,
+            original: raw.to_string(),
+            waba_id: Some(self.waba_id.to_string()),
+            phone_number_id: Some(self.phone_number_id.to_string()),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Windows and ledger wired together in one process: the replay driver's engine, and the
+//! reference the Kafka topology must equal record for record.
+
+use std::sync::Arc;
+
+use super::ledger::{LedgerOutput, LedgerStage};
+use super::records::{ConversationBilled, Rejected};
+use super::windows::{WindowsOutput, WindowsStage};
+use crate::billing::{MarketMap, RateCard, Ts, DAY_SECS};
+use crate::config::{Config, ConfigError, Profiles};
+use crate::ingest::MessageEvent;
+use crate::state::{Backend, Family, StoreError, WriteSet};
+
+/// State that expired more than this before stream time is dropped from memory and may
+/// be dropped by compaction. Late events up to this far behind still see exactly the
+/// state they would have seen on time.
+pub const PURGE_MARGIN: Ts = 2 * DAY_SECS;
+
+/// Everything the stages need that comes from configuration, validated.
+#[derive(Clone)]
+pub struct Setup {
+    pub profiles: Arc<Profiles>,
+    pub markets: Arc<MarketMap>,
+    pub card: Arc<RateCard>,
+    pub lateness: Ts,
+    pub dedupe_horizon: Ts,
+    pub cache_entries: usize,
+}
+
+impl Setup {
+    pub fn new(config: &Config, card: RateCard, markets: MarketMap) -> Result<Setup, ConfigError> {
+        let profiles = config.profiles(&card)?;
+        Ok(Setup {
+            profiles: Arc::new(profiles),
+            markets: Arc::new(markets),
+            card: Arc::new(card),
+            lateness: config.allowed_lateness_secs as Ts,
+            dedupe_horizon: config.dedupe_horizon_secs as Ts,
+            cache_entries: config.state_cache_entries,
+        })
+    }
+}
+
+pub struct Engine {
+    pub windows: WindowsStage,
+    pub ledger: LedgerStage,
+    backend: Option<Box<dyn Backend>>,
+    wout: WindowsOutput,
+    lout: LedgerOutput,
+}
+
+impl Engine {
+    /// `backend: None` keeps all state in memory (tests, the pure-engine benchmark).
+    pub fn new(setup: &Setup, backend: Option<Box<dyn Backend>>) -> Self {
+        Engine {
+            windows: WindowsStage::new(
+                setup.profiles.clone(),
+                setup.lateness,
+                setup.dedupe_horizon,
+                setup.cache_entries,
+            ),
+            ledger: LedgerStage::new(
+                setup.profiles.clone(),
+                setup.markets.clone(),
+                setup.card.clone(),
+                setup.lateness,
+                setup.cache_entries,
+            ),
+            backend,
+            wout: WindowsOutput::default(),
+            lout: LedgerOutput::default(),
+        }
+    }
+
+    pub fn push(
+        &mut self,
+        ev: MessageEvent,
+        position: u64,
+        billed: &mut Vec<ConversationBilled>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), StoreError> {
+        let backend = self.backend.as_deref();
+        self.windows.push(backend, ev, position, &mut self.wout)?;
+        self.forward(billed, rejected)
+    }
+
+    fn forward(
+        &mut self,
+        billed: &mut Vec<ConversationBilled>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), StoreError> {
+        let backend = self.backend.as_deref();
+        rejected.append(&mut self.wout.rejected);
+        for c in self.wout.opened.drain(..) {
+            self.ledger.push(backend, c, &mut self.lout)?;
+        }
+        billed.append(&mut self.lout.billed);
+        rejected.append(&mut self.lout.rejected);
+        Ok(())
+    }
+
+    /// End of input: applies everything still waiting for the watermark.
+    pub fn finish(
+        &mut self,
+        billed: &mut Vec<ConversationBilled>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), StoreError> {
+        let backend = self.backend.as_deref();
+        self.windows.flush(backend, &mut self.wout)?;
+        self.forward(billed, rejected)?;
+        let backend = self.backend.as_deref();
+        self.ledger.flush(backend, &mut self.lout)?;
+        billed.append(&mut self.lout.billed);
+        rejected.append(&mut self.lout.rejected);
+        Ok(())
+    }
+
+    /// Persists dirty state in one atomic batch and trims the caches. Returns the number
+    /// of keys written.
+    pub fn checkpoint(&mut self) -> Result<usize, StoreError> {
+        let has_backend = self.backend.is_some();
+        let purge = self.windows.stream_time().saturating_sub(PURGE_MARGIN);
+        let mut set = WriteSet::default();
+        self.windows.drain(&mut set, purge, has_backend);
+        let ledger_purge = self
+            .ledger
+            .stream_time()
+            .saturating_sub(super::ledger::LEDGER_RETENTION);
+        self.ledger.drain(&mut set, ledger_purge, has_backend);
+        let n = set.len();
+        if let Some(b) = self.backend.as_deref_mut() {
+            b.set_purge_before(Family::Scopes, purge);
+            b.set_purge_before(Family::Messages, purge);
+            b.set_purge_before(Family::Conversations, ledger_purge);
+            b.set_purge_before(Family::Counters, ledger_purge);
+            if !set.is_empty() {
+                b.write(set)?;
+            }
+        }
+        Ok(n)
+    }
+
+    pub fn free_tier_used(&mut self, waba_id: &str, month: &str) -> Result<u64, StoreError> {
+        let backend = self.backend.as_deref();
+        self.ledger.used(backend, waba_id, month)
+    }
+}

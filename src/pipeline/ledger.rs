@@ -1,0 +1,229 @@
+//! Stage 3, `ledger`: per WABA and WABA-local month, free tier, price and markup.
+//!
+//! Conversations are applied in (`opened_at`, `conversation_id`) order within the allowed
+//! lateness, so the free tier goes to the first N of the month whatever order upstream
+//! partitions deliver them in. A conversation id seen before is a duplicate (a replayed
+//! upstream batch) and changes nothing: free tier is never taken twice.
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+use super::records::{ConversationBilled, ConversationOpened, Rejected};
+use super::reorder::{Admit, ReorderBuffer};
+use crate::billing::money::with_markup;
+use crate::billing::time::{local_date, local_month, Ts, DAY};
+use crate::billing::{MarketMap, Origin, RateCard};
+use crate::config::Profiles;
+use crate::state::codec::Counter;
+use crate::state::{Backend, Family, StoreError, Table, WriteSet};
+
+/// How long a conversation id is remembered, and a month counter kept, after the
+/// conversation opened: long past any retry or late arrival.
+pub const LEDGER_RETENTION: Ts = 100 * DAY;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LedgerStats {
+    pub conversations: u64,
+    pub duplicates: u64,
+    pub free_tier: u64,
+    /// Conversations that reached the ledger behind its watermark.
+    pub late: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct LedgerOutput {
+    pub billed: Vec<ConversationBilled>,
+    pub rejected: Vec<Rejected>,
+}
+
+pub struct LedgerStage {
+    profiles: Arc<Profiles>,
+    markets: Arc<MarketMap>,
+    card: Arc<RateCard>,
+    reorder: ReorderBuffer<(Ts, String), ConversationOpened>,
+    seen: Table<Counter>,
+    counters: Table<Counter>,
+    key: Vec<u8>,
+    pub stats: LedgerStats,
+}
+
+impl LedgerStage {
+    pub fn new(
+        profiles: Arc<Profiles>,
+        markets: Arc<MarketMap>,
+        card: Arc<RateCard>,
+        lateness: Ts,
+        cache_entries: usize,
+    ) -> Self {
+        LedgerStage {
+            profiles,
+            markets,
+            card,
+            reorder: ReorderBuffer::new(lateness),
+            seen: Table::new(Family::Conversations, cache_entries),
+            counters: Table::new(Family::Counters, cache_entries),
+            key: Vec::with_capacity(64),
+            stats: LedgerStats::default(),
+        }
+    }
+
+    pub fn stream_time(&self) -> Ts {
+        self.reorder.stream_time()
+    }
+
+    pub fn push(
+        &mut self,
+        backend: Option<&dyn Backend>,
+        c: ConversationOpened,
+        out: &mut LedgerOutput,
+    ) -> Result<(), StoreError> {
+        let key = (c.opened_at, c.conversation_id.clone());
+        if let Admit::Late(c) = self.reorder.admit(c.opened_at, key, c) {
+            self.stats.late += 1;
+            self.apply(backend, c, out)?;
+        }
+        while let Some(c) = self.reorder.pop_ready(|k| k.0) {
+            self.apply(backend, c, out)?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(
+        &mut self,
+        backend: Option<&dyn Backend>,
+        out: &mut LedgerOutput,
+    ) -> Result<(), StoreError> {
+        while let Some(c) = self.reorder.pop_any() {
+            self.apply(backend, c, out)?;
+        }
+        Ok(())
+    }
+
+    /// Free-tier conversations used so far in (WABA, month).
+    pub fn used(
+        &mut self,
+        backend: Option<&dyn Backend>,
+        waba_id: &str,
+        month: &str,
+    ) -> Result<u64, StoreError> {
+        counter_key(&mut self.key, waba_id, month);
+        Ok(self
+            .counters
+            .get(backend, &self.key)?
+            .map(|c| c.value)
+            .unwrap_or(0))
+    }
+
+    fn apply(
+        &mut self,
+        backend: Option<&dyn Backend>,
+        c: ConversationOpened,
+        out: &mut LedgerOutput,
+    ) -> Result<(), StoreError> {
+        if self
+            .seen
+            .get(backend, c.conversation_id.as_bytes())?
+            .is_some()
+        {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        let profile = self.profiles.get(&c.waba_id);
+        let tz = profile.time_zone;
+        let month = local_month(&tz, c.opened_at);
+        let market = self.markets.market(c.country).to_string();
+        let billable = c.origin != Origin::FreeEntryPoint;
+        // Price first: a conversation the card cannot price is rejected before it can
+        // take free tier.
+        let rate = match self.card.rate(
+            &profile.currency,
+            &market,
+            c.origin,
+            local_date(&tz, c.opened_at),
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.rejected += 1;
+                out.rejected.push(Rejected {
+                    reason: format!("cannot price conversation: {e}"),
+                    record: opened_json(&c),
+                    position: 0,
+                });
+                return Ok(());
+            }
+        };
+        let mut free_tier = false;
+        if billable && c.origin.counts_for_free_tier_2022() && profile.free_tier > 0 {
+            counter_key(&mut self.key, &c.waba_id, &month);
+            let mut counter = self.counters.get(backend, &self.key)?.unwrap_or_default();
+            if counter.value < u64::from(profile.free_tier) {
+                counter.value += 1;
+                counter.expires_at = counter
+                    .expires_at
+                    .max(c.opened_at.saturating_add(LEDGER_RETENTION));
+                self.counters.put(&self.key, Some(counter));
+                free_tier = true;
+                self.stats.free_tier += 1;
+            }
+        }
+        let price = if free_tier || !billable {
+            Decimal::ZERO
+        } else {
+            rate
+        };
+        self.seen.put(
+            c.conversation_id.as_bytes(),
+            Some(Counter {
+                expires_at: c.opened_at.saturating_add(LEDGER_RETENTION),
+                value: 1,
+            }),
+        );
+        self.stats.conversations += 1;
+        out.billed.push(ConversationBilled {
+            month,
+            market,
+            free_tier,
+            billable,
+            price,
+            billed_price: with_markup(price, profile.markup_percent),
+            currency: profile.currency.clone(),
+            opened: c,
+        });
+        Ok(())
+    }
+
+    pub fn drain(&mut self, set: &mut WriteSet, purge_before: Ts, has_backend: bool) {
+        let mut sink = WriteSet::default();
+        let target = if has_backend { set } else { &mut sink };
+        self.seen.drain_dirty(target);
+        self.counters.drain_dirty(target);
+        self.seen.evict(purge_before, has_backend);
+        self.counters.evict(purge_before, has_backend);
+    }
+}
+
+fn counter_key(key: &mut Vec<u8>, waba_id: &str, month: &str) {
+    key.clear();
+    key.extend_from_slice(waba_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(month.as_bytes());
+}
+
+fn opened_json(c: &ConversationOpened) -> String {
+    serde_json::json!({
+        "conversation_id": c.conversation_id,
+        "waba_id": c.waba_id,
+        "phone_number_id": c.phone_number_id,
+        "user": c.user,
+        "era": c.era.as_str(),
+        "origin": c.origin.as_str(),
+        "opened_at": crate::billing::time::format_ts(c.opened_at),
+        "expires_at": crate::billing::time::format_ts(c.expires_at),
+        "opening_message_id": c.opening_message_id,
+        "country": c.country.as_str(),
+        "late": c.late,
+    })
+    .to_string()
+}

@@ -1,0 +1,11 @@
+//! The stages as deterministic functions of (state, input) → (state changes, outputs).
+//! Drivers in `runtime` feed them from files or Kafka and persist what they return.
+
+pub mod engine;
+pub mod ledger;
+pub mod records;
+pub mod reorder;
+pub mod windows;
+
+pub use engine::Engine;
+pub use records::{ConversationBilled, ConversationOpened, Rejected};

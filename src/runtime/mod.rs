@@ -1,0 +1,3 @@
+//! Drivers: they read inputs, call the pipeline and persist its effects.
+
+pub mod replay;

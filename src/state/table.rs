@@ -1,0 +1,125 @@
+//! A typed write-back cache over one column family, like Kafka Streams' caching store:
+//! reads hit memory first and fall back to the backend; writes stay in memory, marked
+//! dirty, until the driver drains them into one atomic write batch.
+
+use rustc_hash::FxHashMap;
+
+use super::{Backend, Family, StoreError, StoreValue, WriteSet};
+use crate::billing::Ts;
+
+struct Slot<V> {
+    /// `None`: known to be absent in the backend (negative cache) or deleted.
+    value: Option<V>,
+    dirty: bool,
+}
+
+pub struct Table<V> {
+    family: Family,
+    map: FxHashMap<Box<[u8]>, Slot<V>>,
+    dirty: Vec<Box<[u8]>>,
+    /// Maximum entries kept after a drain; 0 = unbounded (pure in-memory runs).
+    capacity: usize,
+}
+
+impl<V: StoreValue> Table<V> {
+    pub fn new(family: Family, capacity: usize) -> Self {
+        Table {
+            family,
+            map: FxHashMap::default(),
+            dirty: Vec::new(),
+            capacity,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Reads a value, loading it from the backend on a miss. Without a backend the table
+    /// is authoritative and a miss means absent.
+    pub fn get(
+        &mut self,
+        backend: Option<&dyn Backend>,
+        key: &[u8],
+    ) -> Result<Option<V>, StoreError> {
+        if let Some(slot) = self.map.get(key) {
+            return Ok(slot.value);
+        }
+        let Some(b) = backend else { return Ok(None) };
+        let value = match b.get(self.family, key)? {
+            None => None,
+            Some(bytes) => Some(V::decode(&bytes).ok_or_else(|| StoreError::Corrupt {
+                family: self.family.name(),
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: format!("{} bytes do not decode", bytes.len()),
+            })?),
+        };
+        self.map.insert(
+            key.into(),
+            Slot {
+                value,
+                dirty: false,
+            },
+        );
+        Ok(value)
+    }
+
+    pub fn put(&mut self, key: &[u8], value: Option<V>) {
+        match self.map.get_mut(key) {
+            Some(slot) => {
+                slot.value = value;
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(key.into());
+                }
+            }
+            None => {
+                let k: Box<[u8]> = key.into();
+                self.dirty.push(k.clone());
+                self.map.insert(k, Slot { value, dirty: true });
+            }
+        }
+    }
+
+    /// Moves every dirty entry into `set` (encoded) and marks it clean.
+    pub fn drain_dirty(&mut self, set: &mut WriteSet) {
+        for key in self.dirty.drain(..) {
+            if let Some(slot) = self.map.get_mut(&key) {
+                slot.dirty = false;
+                let bytes = slot.value.map(|v| {
+                    let mut b = Vec::with_capacity(48);
+                    v.encode(&mut b);
+                    b
+                });
+                set.changes.push((self.family, key, bytes));
+            }
+        }
+    }
+
+    /// Drops clean entries that expired before `purge_before` (they read as absent
+    /// anyway) and, when over capacity, clean entries until a quarter below it. Without
+    /// a backend only expired entries may go: the table is the only copy.
+    pub fn evict(&mut self, purge_before: Ts, has_backend: bool) {
+        self.map.retain(|_, s| {
+            s.dirty
+                || s.value.is_some_and(|v| v.expires_at() >= purge_before)
+                || (s.value.is_none() && has_backend)
+        });
+        if has_backend && self.capacity > 0 && self.map.len() > self.capacity {
+            let target = self.capacity - self.capacity / 4;
+            let mut excess = self.map.len() - target;
+            self.map.retain(|_, s| {
+                if excess > 0 && !s.dirty {
+                    excess -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+}

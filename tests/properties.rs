@@ -1,0 +1,261 @@
+//! Property tests over generated traffic (SPEC §3 invariants). The engine runs in memory
+//! here for speed; `determinism_through_rocksdb` runs the real replay path.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+
+use proptest::prelude::*;
+use serde_json::Value;
+
+use wabill::billing::{MarketMap, Origin, RateCard};
+use wabill::config::Config;
+use wabill::ingest::{EventKind, MessageEvent, Normaliser, StatusKind};
+use wabill::pipeline::engine::{Engine, Setup};
+use wabill::pipeline::ConversationBilled;
+use wabill::sim::{self, Rng, SimConfig};
+
+const LATENESS: i64 = 120;
+
+fn setup(free_tier: u32) -> (Config, Setup) {
+    let toml = format!(
+        "allowed_lateness_secs = {LATENESS}\n[[waba]]\nid = \"{}\"\nfree_tier = {free_tier}\ntime_zone = \"America/Sao_Paulo\"\n",
+        sim::waba_id(0)
+    );
+    let cfg: Config = toml::from_str(&toml).unwrap();
+    let s = Setup::new(
+        &cfg,
+        RateCard::bundled_sample().unwrap(),
+        MarketMap::bundled(),
+    )
+    .unwrap();
+    (cfg, s)
+}
+
+fn traffic(seed: u64, events: u64, users: u64, days: i64) -> Vec<MessageEvent> {
+    let cfg = SimConfig {
+        seed,
+        events,
+        users,
+        wabas: 3,
+        days,
+        max_disorder_secs: 0,
+        ..SimConfig::default()
+    };
+    let mut norm = Normaliser::new(None, 4 << 20);
+    let mut evs = Vec::new();
+    let mut bad = Vec::new();
+    sim::generate(&cfg, |line| {
+        norm.normalise(line, &mut evs, &mut bad).unwrap();
+    });
+    assert!(bad.is_empty(), "simulated traffic is clean: {bad:?}");
+    evs
+}
+
+fn run(setup: &Setup, events: impl IntoIterator<Item = MessageEvent>) -> Vec<ConversationBilled> {
+    let mut engine = Engine::new(setup, None);
+    let mut billed = Vec::new();
+    let mut rejected = Vec::new();
+    for (i, ev) in events.into_iter().enumerate() {
+        engine
+            .push(ev, i as u64, &mut billed, &mut rejected)
+            .unwrap();
+        if i % 997 == 0 {
+            engine.checkpoint().unwrap();
+        }
+    }
+    engine.finish(&mut billed, &mut rejected).unwrap();
+    assert!(rejected.is_empty(), "{rejected:?}");
+    billed.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    billed
+}
+
+/// Effective end of each conversation: its expiry, or the opening of a free entry point
+/// that closed it (SPEC §3 rule 3).
+fn effective_ends(convs: &[&ConversationBilled]) -> Vec<i64> {
+    convs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut end = c.opened.expires_at;
+            if let Some(next) = convs.get(i + 1) {
+                if next.opened.origin == Origin::FreeEntryPoint && next.opened.opened_at < end {
+                    end = next.opened.opened_at;
+                }
+            }
+            end
+        })
+        .collect()
+}
+
+fn by_scope(billed: &[ConversationBilled]) -> BTreeMap<(String, String), Vec<&ConversationBilled>> {
+    let mut m: BTreeMap<(String, String), Vec<&ConversationBilled>> = BTreeMap::new();
+    for b in billed {
+        m.entry((b.opened.phone_number_id.clone(), b.opened.user.clone()))
+            .or_default()
+            .push(b);
+    }
+    m
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// No two conversations of a scope overlap, except that a free entry point may cut
+    /// an open one short; nothing opens while a free entry point is open.
+    #[test]
+    fn no_overlapping_conversations(seed in any::<u64>()) {
+        let (_, s) = setup(1000);
+        let billed = run(&s, traffic(seed, 3000, 60, 6));
+        prop_assert!(!billed.is_empty());
+        for (_, convs) in by_scope(&billed) {
+            for w in convs.windows(2) {
+                let (a, b) = (w[0], w[1]);
+                prop_assert!(b.opened.opened_at > a.opened.opened_at);
+                if a.opened.origin == Origin::FreeEntryPoint {
+                    prop_assert!(b.opened.opened_at >= a.opened.expires_at, "opened inside a FEP");
+                } else if b.opened.opened_at < a.opened.expires_at {
+                    prop_assert_eq!(b.opened.origin, Origin::FreeEntryPoint, "overlap without FEP");
+                }
+            }
+        }
+    }
+
+    /// Every delivered business message lies in exactly one conversation of its scope,
+    /// and every conversation is opened by a delivered message at its opened_at.
+    #[test]
+    fn every_delivery_in_exactly_one_conversation(seed in any::<u64>()) {
+        let (_, s) = setup(1000);
+        let evs = traffic(seed, 3000, 60, 6);
+        // Delivery instant per message: earliest delivered/read (SPEC §1).
+        let mut delivery: HashMap<(String, String, String), i64> = HashMap::new();
+        for e in &evs {
+            if let EventKind::Status { status: StatusKind::Delivered | StatusKind::Read } = e.kind {
+                let k = (e.phone_number_id.clone(), e.user.clone(), e.message_id.clone());
+                let d = delivery.entry(k).or_insert(e.ts);
+                *d = (*d).min(e.ts);
+            }
+        }
+        let billed = run(&s, evs);
+        let scopes = by_scope(&billed);
+        for ((pn, user, id), d) in &delivery {
+            let convs = scopes.get(&(pn.clone(), user.clone())).cloned().unwrap_or_default();
+            let ends = effective_ends(&convs);
+            let n = convs.iter().zip(&ends).filter(|(c, end)| c.opened.opened_at <= *d && *d < **end).count();
+            prop_assert_eq!(n, 1, "message {} delivered at {} lies in {} conversations", id, d, n);
+        }
+        for b in &billed {
+            let k = (b.opened.phone_number_id.clone(), b.opened.user.clone(), b.opened.opening_message_id.clone());
+            prop_assert_eq!(delivery.get(&k), Some(&b.opened.opened_at));
+        }
+    }
+
+    /// Free tier per WABA-month = min(limit, eligible conversations), and the free ones
+    /// are the first of the month by (opened_at, conversation_id).
+    #[test]
+    fn free_tier_is_min_of_limit_and_eligible(seed in any::<u64>(), limit in 0u32..60) {
+        let (_, s) = setup(limit);
+        let billed = run(&s, traffic(seed, 4000, 200, 45));
+        let mut months: BTreeMap<(String, String), Vec<&ConversationBilled>> = BTreeMap::new();
+        for b in &billed {
+            months.entry((b.opened.waba_id.clone(), b.month.clone())).or_default().push(b);
+        }
+        for ((waba, _), convs) in months {
+            let lim = if waba == sim::waba_id(0) { limit as usize } else { 1000 };
+            let eligible: Vec<_> = convs.iter().filter(|c| c.opened.origin != Origin::FreeEntryPoint).collect();
+            let free = eligible.iter().filter(|c| c.free_tier).count();
+            prop_assert_eq!(free, lim.min(eligible.len()));
+            // The free ones come first.
+            let first_paid = eligible.iter().position(|c| !c.free_tier).unwrap_or(eligible.len());
+            prop_assert!(eligible[..first_paid].iter().all(|c| c.free_tier));
+            prop_assert!(convs.iter().filter(|c| c.opened.origin == Origin::FreeEntryPoint).all(|c| !c.free_tier && !c.billable));
+        }
+    }
+
+    /// Any arrival order in which no event is more than the allowed lateness behind the
+    /// highest timestamp already seen gives the same records.
+    #[test]
+    fn shuffling_within_lateness_changes_nothing(seed in any::<u64>(), shuffle_seed in any::<u64>()) {
+        let (_, s) = setup(25);
+        let mut evs = traffic(seed, 2500, 40, 4);
+        evs.sort_by_key(|e| e.ts);
+        let reference = run(&s, evs.clone());
+        let mut rng = Rng::new(shuffle_seed);
+        let mut keyed: Vec<(i64, u64, MessageEvent)> =
+            evs.into_iter().map(|e| (e.ts + rng.range(0, LATENESS + 1), rng.next_u64(), e)).collect();
+        keyed.sort_by_key(|k| (k.0, k.1));
+        let shuffled = run(&s, keyed.into_iter().map(|k| k.2));
+        prop_assert_eq!(shuffled.len(), reference.len());
+        prop_assert!(shuffled.iter().all(|b| !b.opened.late));
+        prop_assert_eq!(shuffled, reference);
+    }
+}
+
+/// Two replays of the same file through the real RocksDB path give identical bytes.
+#[test]
+fn determinism_through_rocksdb() {
+    let cfg = SimConfig {
+        seed: 7,
+        events: 6000,
+        users: 300,
+        ..SimConfig::default()
+    };
+    let mut lines = Vec::new();
+    sim::generate(&cfg, |l| lines.push(l.to_string()));
+    let toml = format!("[[waba]]\nid = \"{}\"\nfree_tier = 10\n", sim::waba_id(0));
+    let a = common::replay_lines(&lines, &toml);
+    let b = common::replay_lines(&lines, &toml);
+    assert!(a.records.len() > 100);
+    assert_eq!(a.output_bytes, b.output_bytes);
+    // Sorted by opened_at, then conversation_id.
+    let keys: Vec<(String, String)> = a
+        .records
+        .iter()
+        .map(|r: &Value| {
+            (
+                r["opened_at"].as_str().unwrap().to_string(),
+                r["conversation_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+}
+
+/// The RocksDB-backed replay and the in-memory engine agree record for record.
+#[test]
+fn rocksdb_store_equals_memory_store() {
+    let cfg = SimConfig {
+        seed: 11,
+        events: 5000,
+        users: 200,
+        ..SimConfig::default()
+    };
+    let mut lines = Vec::new();
+    sim::generate(&cfg, |l| lines.push(l.to_string()));
+    let replayed = common::replay_lines(&lines, "");
+    let (_, s) = setup(1000);
+    let mut norm = Normaliser::new(None, 4 << 20);
+    let mut evs = Vec::new();
+    let mut bad = Vec::new();
+    for l in &lines {
+        norm.normalise(l, &mut evs, &mut bad).unwrap();
+    }
+    // Same config as the replay (no WABA overrides): default profiles.
+    let s = Setup {
+        profiles: std::sync::Arc::new(wabill::config::Profiles::default_profiles()),
+        ..s
+    };
+    let mem = run(&s, evs);
+    let mem_ids: Vec<&str> = mem
+        .iter()
+        .map(|b| b.opened.conversation_id.as_str())
+        .collect();
+    let rocks_ids: Vec<&str> = replayed
+        .records
+        .iter()
+        .map(|r| r["conversation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(mem_ids, rocks_ids);
+}
