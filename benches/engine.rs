@@ -42,12 +42,7 @@ fn month_lines() -> Vec<String> {
 
 fn setup() -> Setup {
     let cfg = Config::default();
-    let mut s = Setup::new(
-        &cfg,
-        RateCard::bundled_sample().unwrap(),
-        MarketMap::bundled(),
-    )
-    .unwrap();
+    let mut s = Setup::new(&cfg, RateCard::bundled_sample().unwrap(), MarketMap::bundled()).unwrap();
     s.profiles = Arc::new(Profiles::default_profiles());
     s
 }
@@ -66,11 +61,7 @@ fn bench(c: &mut Criterion) {
     let lines = month_lines();
     let events = normalise(&lines);
     let n_events = events.len() as u64;
-    eprintln!(
-        "bench traffic: {} payload lines, {} events",
-        lines.len(),
-        n_events
-    );
+    eprintln!("bench traffic: {} payload lines, {} events", lines.len(), n_events);
     let s = setup();
 
     let mut g = c.benchmark_group("wabill");
@@ -86,9 +77,7 @@ fn bench(c: &mut Criterion) {
                 let mut billed = Vec::with_capacity(1 << 16);
                 let mut rejected = Vec::new();
                 for (i, ev) in evs.into_iter().enumerate() {
-                    engine
-                        .push(ev, i as u64, &mut billed, &mut rejected)
-                        .unwrap();
+                    engine.push(ev, i as u64, &mut billed, &mut rejected).unwrap();
                     if billed.len() > 60_000 {
                         billed.clear();
                     }

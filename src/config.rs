@@ -37,6 +37,168 @@ pub struct Config {
     pub waba: Vec<WabaConfig>,
     #[serde(default)]
     pub on_premises: Option<OnPremisesConfig>,
+    /// `wabill run` only.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub schema_registry: SchemaRegistryConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// Where and how `wabill run` talks to Kafka.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Prefix of every topic and consumer group name.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Partitions of topics wabill creates (webhooks, events, conversations, billing,
+    /// dead letters, changelogs). Existing topics keep theirs.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    #[serde(default = "default_replication")]
+    pub replication: i32,
+    /// `effectively_once` (default; any broker) or `exactly_once` (Kafka transactions).
+    #[serde(default = "default_guarantee")]
+    pub processing_guarantee: String,
+    /// Most records applied per batch (one persist + commit per batch).
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    /// A partition with no input for this long applies everything still waiting for the
+    /// watermark (wall clock; only then).
+    #[serde(default = "default_idle_flush_ms")]
+    pub idle_flush_ms: u64,
+    #[serde(default)]
+    pub topics: TopicNames,
+    /// Passed to librdkafka as is (e.g. `"security.protocol" = "SASL_SSL"`).
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        toml::from_str("").unwrap_or_else(|_| unreachable!("empty kafka config parses"))
+    }
+}
+
+/// Topic names; empty means `<prefix>-<name>`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicNames {
+    #[serde(default)]
+    pub webhooks: String,
+    #[serde(default)]
+    pub events: String,
+    #[serde(default)]
+    pub conversations: String,
+    #[serde(default)]
+    pub billing: String,
+    #[serde(default)]
+    pub dead_letter: String,
+}
+
+impl KafkaConfig {
+    fn name(&self, set: &str, default: &str) -> String {
+        if set.is_empty() {
+            format!("{}-{default}", self.prefix)
+        } else {
+            set.to_string()
+        }
+    }
+    pub fn webhooks_topic(&self) -> String {
+        self.name(&self.topics.webhooks, "webhooks")
+    }
+    pub fn events_topic(&self) -> String {
+        self.name(&self.topics.events, "events")
+    }
+    pub fn conversations_topic(&self) -> String {
+        self.name(&self.topics.conversations, "conversations")
+    }
+    pub fn billing_topic(&self) -> String {
+        self.name(&self.topics.billing, "billing")
+    }
+    pub fn dead_letter_topic(&self) -> String {
+        self.name(&self.topics.dead_letter, "dead-letter")
+    }
+    pub fn changelog_topic(&self, stage: &str) -> String {
+        format!("{}-{stage}-changelog", self.prefix)
+    }
+    pub fn group(&self, stage: &str) -> String {
+        format!("{}-{stage}", self.prefix)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default = "default_state_dir")]
+    pub dir: String,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: default_state_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// When set, schemas are registered and records use the Confluent wire format;
+    /// otherwise Avro single-object encoding.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of /metrics, /healthz, /readyz.
+    #[serde(default = "default_http_addr")]
+    pub addr: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: default_http_addr(),
+        }
+    }
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_prefix() -> String {
+    "wabill".into()
+}
+fn default_partitions() -> i32 {
+    8
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_guarantee() -> String {
+    "effectively_once".into()
+}
+fn default_batch_max() -> usize {
+    5000
+}
+fn default_idle_flush_ms() -> u64 {
+    5000
+}
+fn default_state_dir() -> String {
+    "./wabill-state".into()
+}
+fn default_http_addr() -> String {
+    "127.0.0.1:9464".into()
 }
 
 impl Default for Config {
@@ -84,15 +246,9 @@ fn default_cache_entries() -> usize {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: {source}")]
-    Toml {
-        path: String,
-        source: toml::de::Error,
-    },
+    Toml { path: String, source: toml::de::Error },
     #[error("waba {id}: time_zone {tz:?} is not an IANA time zone")]
     TimeZone { id: String, tz: String },
     #[error("waba {id}: markup_percent {value:?} is not a decimal")]
@@ -101,6 +257,8 @@ pub enum ConfigError {
     NoCard { id: String, currency: String },
     #[error("waba {0} is configured twice")]
     Duplicate(String),
+    #[error("environment {key}={value:?} is not a number")]
+    Env { key: String, value: String },
     #[error("dedupe_horizon_secs must be at least 36 h (Meta retries for 36 h)")]
     HorizonTooShort,
 }
@@ -113,6 +271,44 @@ impl Config {
             source,
         })?;
         toml::from_str(&text).map_err(|source| ConfigError::Toml { path: p, source })
+    }
+
+    /// Environment overrides (`WABILL_...`), applied after the file and before flags.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let num = |k: &str, v: String| -> Result<i64, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError::Env {
+                key: k.to_string(),
+                value: v,
+            })
+        };
+        if let Some(v) = env("WABILL_KAFKA_BROKERS") {
+            self.kafka.brokers = v;
+        }
+        if let Some(v) = env("WABILL_KAFKA_PREFIX") {
+            self.kafka.prefix = v;
+        }
+        if let Some(v) = env("WABILL_KAFKA_PARTITIONS") {
+            self.kafka.partitions = num("WABILL_KAFKA_PARTITIONS", v)? as i32;
+        }
+        if let Some(v) = env("WABILL_PROCESSING_GUARANTEE") {
+            self.kafka.processing_guarantee = v;
+        }
+        if let Some(v) = env("WABILL_STATE_DIR") {
+            self.state.dir = v;
+        }
+        if let Some(v) = env("WABILL_SCHEMA_REGISTRY_URL") {
+            self.schema_registry.url = Some(v);
+        }
+        if let Some(v) = env("WABILL_HTTP_ADDR") {
+            self.http.addr = v;
+        }
+        if let Some(v) = env("WABILL_ALLOWED_LATENESS_SECS") {
+            self.allowed_lateness_secs = num("WABILL_ALLOWED_LATENESS_SECS", v)? as u64;
+        }
+        if let Some(v) = env("WABILL_IDLE_FLUSH_MS") {
+            self.kafka.idle_flush_ms = num("WABILL_IDLE_FLUSH_MS", v)? as u64;
+        }
+        Ok(())
     }
 
     pub fn on_premises(&self) -> Option<OnPremises> {
@@ -205,10 +401,7 @@ pub struct Profiles {
 
 impl Profiles {
     pub fn get(&self, waba_id: &str) -> &WabaProfile {
-        self.by_id
-            .get(waba_id)
-            .map(|p| p.as_ref())
-            .unwrap_or(&self.default)
+        self.by_id.get(waba_id).map(|p| p.as_ref()).unwrap_or(&self.default)
     }
     pub fn default_profiles() -> Profiles {
         Profiles {
@@ -226,10 +419,7 @@ mod tests {
     fn config_errors_are_specific() {
         let card = RateCard::bundled_sample().unwrap();
         let c: Config = toml::from_str("[[waba]]\nid='1'\ntime_zone='Mars/Base'\n").unwrap();
-        assert!(matches!(
-            c.profiles(&card),
-            Err(ConfigError::TimeZone { .. })
-        ));
+        assert!(matches!(c.profiles(&card), Err(ConfigError::TimeZone { .. })));
         let c: Config = toml::from_str("[[waba]]\nid='1'\ncurrency='EUR'\n").unwrap();
         assert!(matches!(c.profiles(&card), Err(ConfigError::NoCard { .. })));
         let c: Config = toml::from_str("[[waba]]\nid='1'\nmarkup_percent='x'\n").unwrap();

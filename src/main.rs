@@ -1,5 +1,7 @@
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -9,6 +11,7 @@ use wabill::billing::{MarketMap, RateCard};
 use wabill::config::Config;
 use wabill::ops::{init_logging, LogFormat};
 use wabill::pipeline::engine::Setup;
+use wabill::runtime::kafka::StageKind;
 use wabill::runtime::replay::{self, ReplayOptions};
 use wabill::sim::{self, SimConfig};
 
@@ -59,6 +62,28 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run the Kafka stream processor (ingest → windows → ledger) until SIGTERM/SIGINT.
+    Run {
+        /// Configuration file (TOML); `WABILL_...` environment variables override it, and
+        /// flags override both.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Bootstrap servers (overrides `[kafka] brokers`).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// RocksDB state directory (overrides `[state] dir`).
+        #[arg(long)]
+        state_dir: Option<String>,
+        /// Stages to run in this process (default: all three).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        stages: Vec<wabill::runtime::kafka::StageKind>,
+        /// Rate card (CSV). Default: the bundled SAMPLE card.
+        #[arg(long)]
+        rates: Option<PathBuf>,
+        /// Country → market mapping (CSV). Default: the bundled mapping.
+        #[arg(long)]
+        markets: Option<PathBuf>,
+    },
     /// Generate simulated webhook traffic (deterministic for a seed).
     Gen {
         #[arg(long, default_value_t = 10_000)]
@@ -92,8 +117,86 @@ fn main() {
     }
 }
 
+fn load_setup(cfg: &Config, rates: Option<&std::path::Path>, markets: Option<&std::path::Path>) -> Result<Setup> {
+    let card = match rates {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            RateCard::parse(&text).with_context(|| format!("{}", p.display()))?
+        }
+        None => RateCard::bundled_sample()?,
+    };
+    let market_map = match markets {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            MarketMap::parse(&text).with_context(|| format!("{}", p.display()))?
+        }
+        None => MarketMap::bundled(),
+    };
+    Ok(Setup::new(cfg, card, market_map)?)
+}
+
+/// SIGTERM/SIGINT set the shutdown flag: stages finish and persist their batch, then
+/// leave their consumer groups.
+fn spawn_signal_watcher(flag: Arc<AtomicBool>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new()
+        .name("wabill-signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot watch SIGTERM");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: finishing the current batch"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing the current batch"),
+                }
+                flag.store(true, Ordering::SeqCst);
+            });
+        })?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run {
+            config,
+            brokers,
+            state_dir,
+            stages,
+            rates,
+            markets,
+        } => {
+            let mut cfg = match &config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            cfg.apply_env(|k| std::env::var(k).ok())?;
+            if let Some(b) = brokers {
+                cfg.kafka.brokers = b;
+            }
+            if let Some(d) = state_dir {
+                cfg.state.dir = d;
+            }
+            let setup = load_setup(&cfg, rates.as_deref(), markets.as_deref())?;
+            if rates.is_none() {
+                tracing::warn!("no --rates given: pricing with the bundled SAMPLE rate card (not Meta's prices)");
+            }
+            let stages = if stages.is_empty() {
+                vec![StageKind::Ingest, StageKind::Windows, StageKind::Ledger]
+            } else {
+                stages
+            };
+            let shutdown = Arc::new(AtomicBool::new(false));
+            spawn_signal_watcher(shutdown.clone())?;
+            tracing::info!(brokers = %cfg.kafka.brokers, prefix = %cfg.kafka.prefix, state_dir = %cfg.state.dir, "wabill run starting");
+            wabill::runtime::kafka::run(&cfg, &setup, &stages, shutdown)?;
+            tracing::info!("wabill run stopped cleanly");
+            Ok(())
+        }
         Command::Replay {
             inputs,
             output,
@@ -109,23 +212,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
-            let card = match &rates {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p)
-                        .with_context(|| format!("cannot read {}", p.display()))?;
-                    RateCard::parse(&text).with_context(|| format!("{}", p.display()))?
-                }
-                None => RateCard::bundled_sample()?,
-            };
-            let market_map = match &markets {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p)
-                        .with_context(|| format!("cannot read {}", p.display()))?;
-                    MarketMap::parse(&text).with_context(|| format!("{}", p.display()))?
-                }
-                None => MarketMap::bundled(),
-            };
-            let setup = Setup::new(&cfg, card, market_map)?;
+            let setup = load_setup(&cfg, rates.as_deref(), markets.as_deref())?;
             if rates.is_none() && !quiet {
                 eprintln!("wabill: no --rates given: pricing with the bundled SAMPLE rate card (not Meta's prices)");
             }
@@ -178,19 +265,13 @@ fn run(cli: Cli) -> Result<()> {
             let out: Box<dyn Write> = if output == "-" {
                 Box::new(std::io::stdout().lock())
             } else {
-                Box::new(
-                    std::fs::File::create(&output)
-                        .with_context(|| format!("cannot create {output}"))?,
-                )
+                Box::new(std::fs::File::create(&output).with_context(|| format!("cannot create {output}"))?)
             };
             let mut w = std::io::BufWriter::new(out);
             let mut err = None;
             sim::generate(&cfg, |line| {
                 if err.is_none() {
-                    if let Err(e) = w
-                        .write_all(line.as_bytes())
-                        .and_then(|_| w.write_all(b"\n"))
-                    {
+                    if let Err(e) = w.write_all(line.as_bytes()).and_then(|_| w.write_all(b"\n")) {
                         err = Some(e);
                     }
                 }

@@ -128,14 +128,8 @@ fn user_number(rng: &mut Rng, i: u64) -> String {
 
 #[derive(Debug, Clone)]
 enum Item {
-    Inbound {
-        id: String,
-        referral_ad: Option<bool>,
-    },
-    Status {
-        id: String,
-        status: &'static str,
-    },
+    Inbound { id: String, referral_ad: Option<bool> },
+    Status { id: String, status: &'static str },
 }
 
 #[derive(Debug, Clone)]
@@ -183,11 +177,7 @@ pub fn generate(cfg: &SimConfig, mut write: impl FnMut(&str)) {
         };
         if rng.chance(0.6) {
             // The user writes first (sometimes from an ad or a boosted post).
-            let referral = if rng.chance(0.06) {
-                Some(rng.chance(0.8))
-            } else {
-                None
-            };
+            let referral = if rng.chance(0.06) { Some(rng.chance(0.8)) } else { None };
             for k in 0..=rng.below(2) {
                 let id = next_id(&mut rng);
                 let r = if k == 0 { referral } else { None };
@@ -212,14 +202,7 @@ pub fn generate(cfg: &SimConfig, mut write: impl FnMut(&str)) {
                 },
             );
             if rng.chance(0.02) {
-                push(
-                    &mut evs,
-                    t + rng.range(1, 30),
-                    Item::Status {
-                        id,
-                        status: "failed",
-                    },
-                );
+                push(&mut evs, t + rng.range(1, 30), Item::Status { id, status: "failed" });
             } else {
                 let d = t + rng.range(1, 20);
                 let read_only = rng.chance(0.03);
@@ -234,11 +217,7 @@ pub fn generate(cfg: &SimConfig, mut write: impl FnMut(&str)) {
                     );
                 }
                 if read_only || rng.chance(0.6) {
-                    push(
-                        &mut evs,
-                        d + rng.range(0, 7200),
-                        Item::Status { id, status: "read" },
-                    );
+                    push(&mut evs, d + rng.range(0, 7200), Item::Status { id, status: "read" });
                 }
             }
             t += rng.range(30, 4 * 3600);

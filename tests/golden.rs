@@ -42,14 +42,9 @@ fn run_case(dir: &Path) {
         }
     }
     let dead_text = std::fs::read_to_string(&dead).unwrap();
-    let dead: Vec<serde_json::Value> = dead_text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let want_dead: Vec<(u64, String)> = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("expected-dead-letters.json")).unwrap(),
-    )
-    .unwrap();
+    let dead: Vec<serde_json::Value> = dead_text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let want_dead: Vec<(u64, String)> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected-dead-letters.json")).unwrap()).unwrap();
     assert_eq!(
         dead.len(),
         want_dead.len(),

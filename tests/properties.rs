@@ -23,12 +23,7 @@ fn setup(free_tier: u32) -> (Config, Setup) {
         sim::waba_id(0)
     );
     let cfg: Config = toml::from_str(&toml).unwrap();
-    let s = Setup::new(
-        &cfg,
-        RateCard::bundled_sample().unwrap(),
-        MarketMap::bundled(),
-    )
-    .unwrap();
+    let s = Setup::new(&cfg, RateCard::bundled_sample().unwrap(), MarketMap::bundled()).unwrap();
     (cfg, s)
 }
 
@@ -57,9 +52,7 @@ fn run(setup: &Setup, events: impl IntoIterator<Item = MessageEvent>) -> Vec<Con
     let mut billed = Vec::new();
     let mut rejected = Vec::new();
     for (i, ev) in events.into_iter().enumerate() {
-        engine
-            .push(ev, i as u64, &mut billed, &mut rejected)
-            .unwrap();
+        engine.push(ev, i as u64, &mut billed, &mut rejected).unwrap();
         if i % 997 == 0 {
             engine.checkpoint().unwrap();
         }
@@ -248,10 +241,7 @@ fn rocksdb_store_equals_memory_store() {
         ..s
     };
     let mem = run(&s, evs);
-    let mem_ids: Vec<&str> = mem
-        .iter()
-        .map(|b| b.opened.conversation_id.as_str())
-        .collect();
+    let mem_ids: Vec<&str> = mem.iter().map(|b| b.opened.conversation_id.as_str()).collect();
     let rocks_ids: Vec<&str> = replayed
         .records
         .iter()

@@ -87,10 +87,7 @@ impl EraCalendar {
             .map(|e| (local_midnight(tz, ymd(e.from)), *e))
             .collect();
         let fep_72h_from = local_midnight(tz, ymd(FEP_72H_FROM));
-        EraCalendar {
-            starts,
-            fep_72h_from,
-        }
+        EraCalendar { starts, fep_72h_from }
     }
 
     pub fn era_at(&self, ts: Ts) -> EraAt {

@@ -31,14 +31,8 @@ mod tests {
     fn ids_are_stable_and_distinct() {
         let a = conversation_id("106540352242922", "16505551234", "", 1_650_000_000);
         assert_eq!(a.len(), 32);
-        assert_eq!(
-            a,
-            conversation_id("106540352242922", "16505551234", "", 1_650_000_000)
-        );
-        assert_ne!(
-            a,
-            conversation_id("106540352242922", "16505551234", "", 1_650_000_001)
-        );
+        assert_eq!(a, conversation_id("106540352242922", "16505551234", "", 1_650_000_000));
+        assert_ne!(a, conversation_id("106540352242922", "16505551234", "", 1_650_000_001));
         assert_ne!(
             conversation_id("1", "23", "", 0),
             conversation_id("12", "3", "", 0),

@@ -108,8 +108,7 @@ pub fn resolve_uncached(wa_id: &str) -> Result<Resolved, NumberError> {
             .and_then(|v| v.first().map(|m| m.id().to_string()))
             .ok_or_else(|| NumberError::UnknownCallingCode(wa_id.to_string()))?,
     };
-    let country =
-        Country::new(&region).ok_or_else(|| NumberError::NonGeographic(wa_id.to_string()))?;
+    let country = Country::new(&region).ok_or_else(|| NumberError::NonGeographic(wa_id.to_string()))?;
     Ok(Resolved {
         country,
         valid: pn.is_valid(),
@@ -225,10 +224,7 @@ mod tests {
     #[test]
     fn bad_numbers_are_errors_invalid_ones_are_billed() {
         assert!(matches!(resolve_uncached(""), Err(NumberError::Empty)));
-        assert!(matches!(
-            resolve_uncached("12ab"),
-            Err(NumberError::NotDigits(_))
-        ));
+        assert!(matches!(resolve_uncached("12ab"), Err(NumberError::NotDigits(_))));
         assert!(matches!(
             resolve_uncached("999123456"),
             Err(NumberError::UnknownCallingCode(_))

@@ -62,9 +62,7 @@ impl Origin {
         Some(match l.as_str() {
             "user_initiated" | "customer_initiated" | "uic" => Origin::UserInitiated,
             "business_initiated" | "business_initated" | "bic" => Origin::BusinessInitiated,
-            "free_entry_point" | "free_entry" | "referral_conversion" | "fep" => {
-                Origin::FreeEntryPoint
-            }
+            "free_entry_point" | "free_entry" | "referral_conversion" | "fep" => Origin::FreeEntryPoint,
             "marketing" | "marketing_lite" => Origin::Marketing,
             "utility" => Origin::Utility,
             "authentication" | "authentication_international" => Origin::Authentication,
@@ -91,22 +89,10 @@ mod tests {
 
     #[test]
     fn spellings_normalise() {
-        assert_eq!(
-            Origin::normalise("customer_initiated"),
-            Some(Origin::UserInitiated)
-        );
-        assert_eq!(
-            Origin::normalise("business_initated"),
-            Some(Origin::BusinessInitiated)
-        );
-        assert_eq!(
-            Origin::normalise("FREE_ENTRY"),
-            Some(Origin::FreeEntryPoint)
-        );
-        assert_eq!(
-            Origin::normalise("referral_conversion"),
-            Some(Origin::FreeEntryPoint)
-        );
+        assert_eq!(Origin::normalise("customer_initiated"), Some(Origin::UserInitiated));
+        assert_eq!(Origin::normalise("business_initated"), Some(Origin::BusinessInitiated));
+        assert_eq!(Origin::normalise("FREE_ENTRY"), Some(Origin::FreeEntryPoint));
+        assert_eq!(Origin::normalise("referral_conversion"), Some(Origin::FreeEntryPoint));
         assert_eq!(
             Origin::normalise("authentication-international"),
             Some(Origin::Authentication)

@@ -9,12 +9,7 @@ pub trait ConversationPolicy: Sync {
     /// Conversation category for the id (SPEC §8): empty in `cbp-2022`.
     fn category(&self) -> &'static str;
     fn on_inbound(&self, scope: &mut ScopeState, t: Ts, referral_ad: bool);
-    fn on_delivery(
-        &self,
-        scope: &mut ScopeState,
-        d: Ts,
-        calendar: &EraCalendar,
-    ) -> DeliveryDecision;
+    fn on_delivery(&self, scope: &mut ScopeState, d: Ts, calendar: &EraCalendar) -> DeliveryDecision;
 }
 
 pub struct Cbp2022;
@@ -29,12 +24,7 @@ impl ConversationPolicy for Cbp2022 {
     fn on_inbound(&self, scope: &mut ScopeState, t: Ts, referral_ad: bool) {
         scope.on_inbound(t, referral_ad)
     }
-    fn on_delivery(
-        &self,
-        scope: &mut ScopeState,
-        d: Ts,
-        calendar: &EraCalendar,
-    ) -> DeliveryDecision {
+    fn on_delivery(&self, scope: &mut ScopeState, d: Ts, calendar: &EraCalendar) -> DeliveryDecision {
         scope.on_delivery_2022(d, calendar.fep_duration(d))
     }
 }

@@ -97,10 +97,7 @@ impl RateCard {
         for rec in rdr.records() {
             let rec = rec?;
             let row_no = rec.position().map(|p| p.line()).unwrap_or(0);
-            let bad = |reason: String| RateCardError::Row {
-                row: row_no,
-                reason,
-            };
+            let bad = |reason: String| RateCardError::Row { row: row_no, reason };
             let effective_from = NaiveDate::parse_from_str(&rec[0], "%Y-%m-%d")
                 .map_err(|_| bad(format!("effective_from {:?} is not YYYY-MM-DD", &rec[0])))?;
             let market = rec[1].to_string();
@@ -114,8 +111,7 @@ impl RateCard {
                 if cell.is_empty() || cell.eq_ignore_ascii_case("n/a") {
                     continue;
                 }
-                let d = Decimal::from_str(cell)
-                    .map_err(|_| bad(format!("{:?} is not a decimal rate", cell)))?;
+                let d = Decimal::from_str(cell).map_err(|_| bad(format!("{:?} is not a decimal rate", cell)))?;
                 if d.is_sign_negative() {
                     return Err(bad(format!("negative rate {cell}")));
                 }
@@ -125,10 +121,7 @@ impl RateCard {
             if rows.iter().any(|r| r.effective_from == effective_from) {
                 return Err(bad("duplicate (effective_from, market, currency)".into()));
             }
-            rows.push(Row {
-                effective_from,
-                rates,
-            });
+            rows.push(Row { effective_from, rates });
         }
         for rows in card.rows.values_mut() {
             rows.sort_by_key(|r| r.effective_from);
@@ -142,13 +135,7 @@ impl RateCard {
 
     /// The rate for `origin` in `market` on WABA-local `date`. Free entry point is never
     /// looked up (always 0).
-    pub fn rate(
-        &self,
-        currency: &str,
-        market: &str,
-        origin: Origin,
-        date: NaiveDate,
-    ) -> Result<Decimal, RateError> {
+    pub fn rate(&self, currency: &str, market: &str, origin: Origin, date: NaiveDate) -> Result<Decimal, RateError> {
         if origin == Origin::FreeEntryPoint {
             return Ok(Decimal::ZERO);
         }
@@ -185,15 +172,11 @@ mod tests {
         let card = RateCard::bundled_sample().unwrap();
         let r = |o, d| card.rate("USD", "North America", o, d);
         assert_eq!(
-            r(Origin::BusinessInitiated, date(2022, 5, 1))
-                .unwrap()
-                .to_string(),
+            r(Origin::BusinessInitiated, date(2022, 5, 1)).unwrap().to_string(),
             "0.0147"
         );
         assert_eq!(
-            r(Origin::UserInitiated, date(2022, 5, 1))
-                .unwrap()
-                .to_string(),
+            r(Origin::UserInitiated, date(2022, 5, 1)).unwrap().to_string(),
             "0.0088"
         );
         assert!(matches!(
@@ -204,16 +187,12 @@ mod tests {
             r(Origin::UserInitiated, date(2022, 1, 31)),
             Err(RateError::NoRow { .. })
         ));
-        assert_eq!(
-            r(Origin::FreeEntryPoint, date(2020, 1, 1)).unwrap(),
-            Decimal::ZERO
-        );
+        assert_eq!(r(Origin::FreeEntryPoint, date(2020, 1, 1)).unwrap(), Decimal::ZERO);
         // Every market of the mapping file, plus Other, is on the sample card.
         let markets = crate::billing::market::MarketMap::bundled();
         for m in markets.markets().chain(["Other"]) {
             assert!(
-                card.rate("USD", m, Origin::UserInitiated, date(2022, 2, 1))
-                    .is_ok(),
+                card.rate("USD", m, Origin::UserInitiated, date(2022, 2, 1)).is_ok(),
                 "{m}"
             );
         }
@@ -222,10 +201,7 @@ mod tests {
     #[test]
     fn bad_cards_are_rejected_with_the_row() {
         let h = COLUMNS.join(",");
-        assert!(matches!(
-            RateCard::parse("a,b\n"),
-            Err(RateCardError::Header { .. })
-        ));
+        assert!(matches!(RateCard::parse("a,b\n"), Err(RateCardError::Header { .. })));
         let e = RateCard::parse(&format!("{h}\n2022-13-01,X,USD,1,1,,,,,\n")).unwrap_err();
         assert!(e.to_string().contains("row 2"), "{e}");
         let e = RateCard::parse(&format!("{h}\n2022-01-01,X,USD,abc,1,,,,,\n")).unwrap_err();

@@ -48,11 +48,7 @@ pub fn statements(
 ) -> Vec<MonthStatement> {
     let mut map: BTreeMap<(String, String, String), MonthStatement> = BTreeMap::new();
     for r in records {
-        let key = (
-            r.opened.waba_id.clone(),
-            r.month.clone(),
-            r.currency.clone(),
-        );
+        let key = (r.opened.waba_id.clone(), r.month.clone(), r.currency.clone());
         let s = map.entry(key).or_insert_with(|| MonthStatement {
             waba_id: r.opened.waba_id.clone(),
             month: r.month.clone(),

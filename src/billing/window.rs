@@ -193,9 +193,7 @@ mod tests {
         assert_eq!(fep.origin, Origin::FreeEntryPoint);
         assert_eq!(fep.expires_at, 75 * H);
         // Inside the FEP everything joins it, even after the referral's 24 h.
-        assert!(
-            matches!(s.on_delivery_2022(74 * H, 72 * H), DeliveryDecision::Joined(c) if c == fep)
-        );
+        assert!(matches!(s.on_delivery_2022(74 * H, 72 * H), DeliveryDecision::Joined(c) if c == fep));
         // After it: the referral was used, so a normal conversation opens.
         let DeliveryDecision::Opened(next) = s.on_delivery_2022(75 * H, 72 * H) else {
             panic!()

@@ -72,7 +72,8 @@ impl EventKind {
         }
     }
 
-    /// Same-timestamp order: inbound messages first, then statuses (SPEC §3).
+    /// Lifecycle rank: inbound, then sent < delivered < read < failed. Used to order
+    /// events of one message at one timestamp.
     pub fn rank(self) -> u8 {
         match self {
             EventKind::Inbound { .. } => 0,

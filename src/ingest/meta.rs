@@ -173,28 +173,37 @@ struct PricingJson<'a> {
 /// Meta sends Unix seconds as strings; On-Premises and hand-made feeds sometimes as
 /// numbers. Both are accepted; anything else is an error naming the value.
 fn unix_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw<'a> {
-        Int(i64),
-        #[serde(borrow)]
-        Str(Cow<'a, str>),
+    struct V;
+    impl<'de> de::Visitor<'de> for V {
+        type Value = Ts;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a timestamp in Unix seconds (string or integer)")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ts, E> {
+            in_range(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ts, E> {
+            i64::try_from(v)
+                .map_err(|_| E::custom(format!("timestamp {v} is out of range")))
+                .and_then(in_range)
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Ts, E> {
+            let v = s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| E::custom(format!("timestamp {s:?} is not Unix seconds")))?;
+            in_range(v)
+        }
     }
-    match Raw::deserialize(d)? {
-        Raw::Int(i) => Ok(i),
-        Raw::Str(s) => s
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| de::Error::custom(format!("timestamp {s:?} is not Unix seconds"))),
-    }
-    .and_then(|t| {
+    fn in_range<E: de::Error>(t: i64) -> Result<Ts, E> {
         // Year 1970..=9999: anything else is not a real Meta timestamp.
         if (0..=253_402_300_799).contains(&t) {
             Ok(t)
         } else {
-            Err(de::Error::custom(format!("timestamp {t} is out of range")))
+            Err(E::custom(format!("timestamp {t} is out of range")))
         }
-    })
+    }
+    d.deserialize_any(V)
 }
 
 fn short(e: &serde_json::Error) -> String {
@@ -223,6 +232,11 @@ impl Normaliser {
                 size: payload.len(),
                 max: self.max_payload_bytes,
             });
+        }
+        match payload.trim_start().as_bytes().first() {
+            Some(b'{') => {}
+            Some(b'[') => return Err(PayloadError::Shape("payload is a JSON array, not an object".into())),
+            _ => {}
         }
         let env: Envelope = serde_json::from_str(payload).map_err(|e| {
             if e.is_data() {
@@ -281,10 +295,7 @@ impl Normaliser {
         if env.messages.is_none() && env.statuses.is_none() {
             return Err(PayloadError::NotWebhook);
         }
-        let op = self
-            .on_premises
-            .clone()
-            .ok_or(PayloadError::OnPremisesNotConfigured)?;
+        let op = self.on_premises.clone().ok_or(PayloadError::OnPremisesNotConfigured)?;
         let ctx = Ctx {
             waba_id: &op.waba_id,
             phone_number_id: &op.phone_number_id,
@@ -320,11 +331,7 @@ impl Normaliser {
         }
     }
 
-    fn resolve(
-        &mut self,
-        user: &str,
-        stats: &mut PayloadStats,
-    ) -> Result<(crate::billing::Country, bool), String> {
+    fn resolve(&mut self, user: &str, stats: &mut PayloadStats) -> Result<(crate::billing::Country, bool), String> {
         let r = self.resolver.resolve(user).map_err(|e| e.to_string())?;
         if !r.valid {
             stats.invalid_numbers += 1;
@@ -332,14 +339,8 @@ impl Normaliser {
         Ok((r.country, r.valid))
     }
 
-    fn inbound(
-        &mut self,
-        ctx: &Ctx<'_>,
-        raw: &str,
-        stats: &mut PayloadStats,
-    ) -> Result<Option<MessageEvent>, String> {
-        let m: InboundJson =
-            serde_json::from_str(raw).map_err(|e| format!("inbound message: {}", short(&e)))?;
+    fn inbound(&mut self, ctx: &Ctx<'_>, raw: &str, stats: &mut PayloadStats) -> Result<Option<MessageEvent>, String> {
+        let m: InboundJson = serde_json::from_str(raw).map_err(|e| format!("inbound message: {}", short(&e)))?;
         if m.kind.as_deref() == Some("system") {
             return Ok(None);
         }
@@ -365,14 +366,8 @@ impl Normaliser {
         }))
     }
 
-    fn status(
-        &mut self,
-        ctx: &Ctx<'_>,
-        raw: &str,
-        stats: &mut PayloadStats,
-    ) -> Result<MessageEvent, String> {
-        let s: StatusJson =
-            serde_json::from_str(raw).map_err(|e| format!("status: {}", short(&e)))?;
+    fn status(&mut self, ctx: &Ctx<'_>, raw: &str, stats: &mut PayloadStats) -> Result<MessageEvent, String> {
+        let s: StatusJson = serde_json::from_str(raw).map_err(|e| format!("status: {}", short(&e)))?;
         let status = StatusKind::parse(&s.status).ok_or_else(|| {
             format!(
                 "unknown status value {:?} (expected sent, delivered, read or failed)",

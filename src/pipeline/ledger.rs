@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
+use super::pending::{meta_i64, pending_entry, read_meta_i64, PendingJournal};
 use super::records::{ConversationBilled, ConversationOpened, Rejected};
 use super::reorder::{Admit, ReorderBuffer};
 use crate::billing::money::with_markup;
@@ -17,6 +18,14 @@ use crate::billing::{MarketMap, Origin, RateCard};
 use crate::config::Profiles;
 use crate::state::codec::Counter;
 use crate::state::{Backend, Family, StoreError, Table, WriteSet};
+
+const LEDGER_STREAM_TIME_KEY: &str = "ledger.stream_time";
+
+fn encode_opened_pending(c: &ConversationOpened) -> Vec<u8> {
+    let mut b = Vec::with_capacity(256);
+    crate::codec::avro::encode_opened(c, &crate::codec::avro::Framing::SingleObject, &mut b);
+    b
+}
 
 /// How long a conversation id is remembered, and a month counter kept, after the
 /// conversation opened: long past any retry or late arrival.
@@ -46,6 +55,7 @@ pub struct LedgerStage {
     seen: Table<Counter>,
     counters: Table<Counter>,
     key: Vec<u8>,
+    journal: PendingJournal,
     pub stats: LedgerStats,
 }
 
@@ -65,6 +75,7 @@ impl LedgerStage {
             seen: Table::new(Family::Conversations, cache_entries),
             counters: Table::new(Family::Counters, cache_entries),
             key: Vec::with_capacity(64),
+            journal: PendingJournal::default(),
             stats: LedgerStats::default(),
         }
     }
@@ -80,40 +91,82 @@ impl LedgerStage {
         out: &mut LedgerOutput,
     ) -> Result<(), StoreError> {
         let key = (c.opened_at, c.conversation_id.clone());
-        if let Admit::Late(c) = self.reorder.admit(c.opened_at, key, c) {
-            self.stats.late += 1;
-            self.apply(backend, c, out)?;
+        let encoded = self.journal.enabled.then(|| encode_opened_pending(&c));
+        match self.reorder.admit(c.opened_at, key, c) {
+            Admit::Late(c) => {
+                self.stats.late += 1;
+                self.apply(backend, c, out)?;
+            }
+            Admit::Buffered(seq) => {
+                if let Some(bytes) = encoded {
+                    self.journal.added(seq, || bytes);
+                }
+            }
         }
-        while let Some(c) = self.reorder.pop_ready(|k| k.0) {
+        self.release(backend, out)
+    }
+
+    fn release(&mut self, backend: Option<&dyn Backend>, out: &mut LedgerOutput) -> Result<(), StoreError> {
+        while let Some((seq, c)) = self.reorder.pop_ready(|k| k.0) {
+            self.journal.removed(seq);
             self.apply(backend, c, out)?;
         }
         Ok(())
     }
 
-    pub fn flush(
+    /// Kafka path: the watermark comes from upstream (the minimum over the windows
+    /// partitions), so the free tier goes in (`opened_at`, id) order across them.
+    pub fn advance_watermark(
         &mut self,
         backend: Option<&dyn Backend>,
+        w: Ts,
         out: &mut LedgerOutput,
     ) -> Result<(), StoreError> {
-        while let Some(c) = self.reorder.pop_any() {
+        self.reorder.set_external_watermark(w);
+        self.release(backend, out)
+    }
+
+    pub fn enable_persistence(&mut self) {
+        self.journal.enabled = true;
+    }
+
+    pub fn restore(&mut self, backend: &dyn Backend) -> Result<usize, StoreError> {
+        if let Some(v) = backend.get(Family::Meta, LEDGER_STREAM_TIME_KEY.as_bytes())? {
+            if let Some(t) = read_meta_i64(&v) {
+                self.reorder.set_stream_time(t);
+            }
+        }
+        let mut n = 0;
+        for (k, v) in backend.scan(Family::Pending)? {
+            let corrupt = |reason: &str| StoreError::Corrupt {
+                family: "pending",
+                key: format!("{k:?}"),
+                reason: reason.to_string(),
+            };
+            let (seq, payload) = pending_entry(&k, &v).ok_or_else(|| corrupt("bad layout"))?;
+            let c = crate::codec::avro::decode_opened(payload).map_err(|e| corrupt(&e.to_string()))?;
+            self.reorder.restore(seq, (c.opened_at, c.conversation_id.clone()), c);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.reorder.len()
+    }
+
+    pub fn flush(&mut self, backend: Option<&dyn Backend>, out: &mut LedgerOutput) -> Result<(), StoreError> {
+        while let Some((seq, c)) = self.reorder.pop_any() {
+            self.journal.removed(seq);
             self.apply(backend, c, out)?;
         }
         Ok(())
     }
 
     /// Free-tier conversations used so far in (WABA, month).
-    pub fn used(
-        &mut self,
-        backend: Option<&dyn Backend>,
-        waba_id: &str,
-        month: &str,
-    ) -> Result<u64, StoreError> {
+    pub fn used(&mut self, backend: Option<&dyn Backend>, waba_id: &str, month: &str) -> Result<u64, StoreError> {
         counter_key(&mut self.key, waba_id, month);
-        Ok(self
-            .counters
-            .get(backend, &self.key)?
-            .map(|c| c.value)
-            .unwrap_or(0))
+        Ok(self.counters.get(backend, &self.key)?.map(|c| c.value).unwrap_or(0))
     }
 
     fn apply(
@@ -122,11 +175,7 @@ impl LedgerStage {
         c: ConversationOpened,
         out: &mut LedgerOutput,
     ) -> Result<(), StoreError> {
-        if self
-            .seen
-            .get(backend, c.conversation_id.as_bytes())?
-            .is_some()
-        {
+        if self.seen.get(backend, c.conversation_id.as_bytes())?.is_some() {
             self.stats.duplicates += 1;
             return Ok(());
         }
@@ -137,12 +186,10 @@ impl LedgerStage {
         let billable = c.origin != Origin::FreeEntryPoint;
         // Price first: a conversation the card cannot price is rejected before it can
         // take free tier.
-        let rate = match self.card.rate(
-            &profile.currency,
-            &market,
-            c.origin,
-            local_date(&tz, c.opened_at),
-        ) {
+        let rate = match self
+            .card
+            .rate(&profile.currency, &market, c.origin, local_date(&tz, c.opened_at))
+        {
             Ok(r) => r,
             Err(e) => {
                 self.stats.rejected += 1;
@@ -160,19 +207,13 @@ impl LedgerStage {
             let mut counter = self.counters.get(backend, &self.key)?.unwrap_or_default();
             if counter.value < u64::from(profile.free_tier) {
                 counter.value += 1;
-                counter.expires_at = counter
-                    .expires_at
-                    .max(c.opened_at.saturating_add(LEDGER_RETENTION));
+                counter.expires_at = counter.expires_at.max(c.opened_at.saturating_add(LEDGER_RETENTION));
                 self.counters.put(&self.key, Some(counter));
                 free_tier = true;
                 self.stats.free_tier += 1;
             }
         }
-        let price = if free_tier || !billable {
-            Decimal::ZERO
-        } else {
-            rate
-        };
+        let price = if free_tier || !billable { Decimal::ZERO } else { rate };
         self.seen.put(
             c.conversation_id.as_bytes(),
             Some(Counter {
@@ -195,6 +236,10 @@ impl LedgerStage {
     }
 
     pub fn drain(&mut self, set: &mut WriteSet, purge_before: Ts, has_backend: bool) {
+        if self.journal.enabled {
+            self.journal.drain(set);
+            meta_i64(set, LEDGER_STREAM_TIME_KEY, self.reorder.stream_time());
+        }
         let mut sink = WriteSet::default();
         let target = if has_backend { set } else { &mut sink };
         self.seen.drain_dirty(target);

@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod ledger;
+pub mod pending;
 pub mod records;
 pub mod reorder;
 pub mod windows;

@@ -34,7 +34,8 @@ impl<K: Ord, T> Ord for Keyed<K, T> {
 }
 
 pub enum Admit<T> {
-    Buffered,
+    /// Waiting; the number identifies it in a persisted buffer.
+    Buffered(u64),
     Late(T),
 }
 
@@ -44,6 +45,9 @@ pub struct ReorderBuffer<K: Ord, T> {
     lateness: Ts,
     max_seen: Ts,
     seq: u64,
+    /// When set, the watermark is driven from outside (the ledger takes the minimum of
+    /// its upstream partitions' watermarks) instead of by this buffer's stream time.
+    external: Option<Ts>,
 }
 
 impl<K: Ord, T> ReorderBuffer<K, T> {
@@ -53,6 +57,7 @@ impl<K: Ord, T> ReorderBuffer<K, T> {
             lateness,
             max_seen: Ts::MIN,
             seq: 0,
+            external: None,
         }
     }
 
@@ -71,7 +76,26 @@ impl<K: Ord, T> ReorderBuffer<K, T> {
 
     /// Items with a time below this are released; arrivals below it are late.
     pub fn watermark(&self) -> Ts {
-        self.max_seen.saturating_sub(self.lateness)
+        match self.external {
+            Some(w) => w,
+            None => self.max_seen.saturating_sub(self.lateness),
+        }
+    }
+
+    /// Switches to (or advances) an externally driven watermark. It never goes back.
+    pub fn set_external_watermark(&mut self, w: Ts) {
+        self.external = Some(self.external.map_or(w, |cur| cur.max(w)));
+    }
+
+    /// Restores stream time after a restart.
+    pub fn set_stream_time(&mut self, ts: Ts) {
+        self.max_seen = self.max_seen.max(ts);
+    }
+
+    /// Puts back an item that was waiting when the state was persisted.
+    pub fn restore(&mut self, seq: u64, key: K, item: T) {
+        self.seq = self.seq.max(seq);
+        self.heap.push(Reverse(Keyed { key, seq, item }));
     }
 
     pub fn admit(&mut self, ts: Ts, key: K, item: T) -> Admit<T> {
@@ -86,21 +110,26 @@ impl<K: Ord, T> ReorderBuffer<K, T> {
             seq: self.seq,
             item,
         }));
-        Admit::Buffered
+        Admit::Buffered(self.seq)
     }
 
     /// Pops the next item whose time (given by `time_of`) is below the watermark.
-    pub fn pop_ready(&mut self, time_of: impl Fn(&K) -> Ts) -> Option<T> {
+    pub fn pop_ready(&mut self, time_of: impl Fn(&K) -> Ts) -> Option<(u64, T)> {
         let w = self.watermark();
         match self.heap.peek() {
-            Some(Reverse(k)) if time_of(&k.key) < w => self.heap.pop().map(|Reverse(k)| k.item),
+            Some(Reverse(k)) if time_of(&k.key) < w => self.heap.pop().map(|Reverse(k)| (k.seq, k.item)),
             _ => None,
         }
     }
 
+    /// Event time of the earliest waiting item.
+    pub fn min_waiting(&self, time_of: impl Fn(&K) -> Ts) -> Option<Ts> {
+        self.heap.peek().map(|Reverse(k)| time_of(&k.key))
+    }
+
     /// Pops the next item regardless of the watermark (end of input, idle flush).
-    pub fn pop_any(&mut self) -> Option<T> {
-        self.heap.pop().map(|Reverse(k)| k.item)
+    pub fn pop_any(&mut self) -> Option<(u64, T)> {
+        self.heap.pop().map(|Reverse(k)| (k.seq, k.item))
     }
 }
 
@@ -116,11 +145,11 @@ mod tests {
             if let Admit::Late(x) = b.admit(ts, (ts, id), id) {
                 out.push(100 + x);
             }
-            while let Some(x) = b.pop_ready(|k| k.0) {
+            while let Some((_, x)) = b.pop_ready(|k| k.0) {
                 out.push(x);
             }
         }
-        while let Some(x) = b.pop_any() {
+        while let Some((_, x)) = b.pop_any() {
             out.push(x);
         }
         // 2@ts3, 1@ts5 released when 16 arrives (watermark 6); 5@ts2 is late then.

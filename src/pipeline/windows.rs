@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::pending::{meta_i64, pending_entry, read_meta_i64, PendingJournal};
 use super::records::{ConversationOpened, Rejected};
 use super::reorder::{Admit, ReorderBuffer};
 use crate::billing::ids::conversation_id;
@@ -15,6 +16,22 @@ use crate::config::Profiles;
 use crate::ingest::{EventKind, MessageEvent, Referral, StatusKind};
 use crate::state::codec::{MessageSeen, DELIVERY_APPLIED};
 use crate::state::{Backend, Family, StoreError, Table, WriteSet};
+
+const STREAM_TIME_KEY: &str = "windows.stream_time";
+
+/// A waiting event as stored: position (8 bytes) + Avro single-object MessageEvent.
+fn encode_pending(ev: &MessageEvent, position: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(256);
+    b.extend_from_slice(&position.to_be_bytes());
+    crate::codec::avro::encode_event(ev, &crate::codec::avro::Framing::SingleObject, &mut b);
+    b
+}
+
+fn decode_pending(b: &[u8]) -> Option<(MessageEvent, u64)> {
+    let pos = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+    let ev = crate::codec::avro::decode_event(b.get(8..)?).ok()?;
+    Some((ev, pos))
+}
 
 /// Counters the stage keeps (exported as metrics by `ops`).
 #[derive(Debug, Default, Clone, Copy)]
@@ -37,7 +54,10 @@ pub struct WindowStats {
     pub redelivered: u64,
 }
 
-type EventKey = (Ts, u8, String);
+/// Application order (SPEC §3): timestamp, inbound messages before statuses, message id;
+/// the status kind last, so two statuses of one message at one second apply in lifecycle
+/// order.
+type EventKey = (Ts, u8, String, u8);
 
 pub struct WindowsStage {
     profiles: Arc<Profiles>,
@@ -46,6 +66,7 @@ pub struct WindowsStage {
     scopes: Table<ScopeState>,
     messages: Table<MessageSeen>,
     key: Vec<u8>,
+    journal: PendingJournal,
     pub stats: WindowStats,
 }
 
@@ -57,12 +78,7 @@ pub struct WindowsOutput {
 }
 
 impl WindowsStage {
-    pub fn new(
-        profiles: Arc<Profiles>,
-        lateness: Ts,
-        dedupe_horizon: Ts,
-        cache_entries: usize,
-    ) -> Self {
+    pub fn new(profiles: Arc<Profiles>, lateness: Ts, dedupe_horizon: Ts, cache_entries: usize) -> Self {
         WindowsStage {
             profiles,
             dedupe_horizon,
@@ -70,6 +86,7 @@ impl WindowsStage {
             scopes: Table::new(Family::Scopes, cache_entries),
             messages: Table::new(Family::Messages, cache_entries),
             key: Vec::with_capacity(64),
+            journal: PendingJournal::default(),
             stats: WindowStats::default(),
         }
     }
@@ -90,27 +107,39 @@ impl WindowsStage {
         position: u64,
         out: &mut WindowsOutput,
     ) -> Result<(), StoreError> {
-        let key = (ev.ts, ev.kind.rank(), ev.message_id.clone());
+        let class = u8::from(!matches!(ev.kind, EventKind::Inbound { .. }));
+        // An event of an era not implemented yet is rejected before it can move stream
+        // time: a far-future timestamp must not make every later event late.
+        let era = self.profiles.get(&ev.waba_id).calendar.era_at(ev.ts).era.id;
+        if policy_for(era).is_none() {
+            self.stats.events += 1;
+            self.reject_era(&ev, position, out);
+            return Ok(());
+        }
+        let key = (ev.ts, class, ev.message_id.clone(), ev.kind.rank());
+        let encoded = self.journal.enabled.then(|| encode_pending(&ev, position));
         match self.reorder.admit(ev.ts, key, (ev, position)) {
             Admit::Late((ev, pos)) => {
                 self.stats.late += 1;
                 self.apply(backend, &ev, pos, true, out)?;
             }
-            Admit::Buffered => {}
+            Admit::Buffered(seq) => {
+                if let Some(bytes) = encoded {
+                    self.journal.added(seq, || bytes);
+                }
+            }
         }
-        while let Some((ev, pos)) = self.reorder.pop_ready(|k| k.0) {
+        while let Some((seq, (ev, pos))) = self.reorder.pop_ready(|k| k.0) {
+            self.journal.removed(seq);
             self.apply(backend, &ev, pos, false, out)?;
         }
         Ok(())
     }
 
     /// Applies everything still buffered (end of input, or an idle partition).
-    pub fn flush(
-        &mut self,
-        backend: Option<&dyn Backend>,
-        out: &mut WindowsOutput,
-    ) -> Result<(), StoreError> {
-        while let Some((ev, pos)) = self.reorder.pop_any() {
+    pub fn flush(&mut self, backend: Option<&dyn Backend>, out: &mut WindowsOutput) -> Result<(), StoreError> {
+        while let Some((seq, (ev, pos))) = self.reorder.pop_any() {
+            self.journal.removed(seq);
             self.apply(backend, &ev, pos, false, out)?;
         }
         Ok(())
@@ -128,18 +157,7 @@ impl WindowsStage {
         let profile = self.profiles.get(&ev.waba_id);
         let era_at = profile.calendar.era_at(ev.ts);
         let Some(policy) = policy_for(era_at.era.id) else {
-            self.stats.unsupported_era += 1;
-            out.rejected.push(Rejected {
-                reason: format!(
-                    "era not supported yet: {} (event at {}, WABA {} in {})",
-                    era_at.era.id.as_str(),
-                    crate::billing::time::format_ts(ev.ts),
-                    ev.waba_id,
-                    profile.time_zone
-                ),
-                record: serde_json::to_string(ev).unwrap_or_default(),
-                position,
-            });
+            self.reject_era(ev, position, out);
             return Ok(());
         };
         let bit = ev.kind.bit();
@@ -156,18 +174,12 @@ impl WindowsStage {
             self.stats.before_first_era += 1;
         }
         seen.seen |= bit;
-        seen.expires_at = seen
-            .expires_at
-            .max(ev.ts.saturating_add(self.dedupe_horizon));
+        seen.expires_at = seen.expires_at.max(ev.ts.saturating_add(self.dedupe_horizon));
         match ev.kind {
             EventKind::Inbound { referral } => {
                 self.stats.inbound += 1;
                 scope_key(&mut self.key, ev);
-                let mut scope = self
-                    .scopes
-                    .get(backend, &self.key)?
-                    .unwrap_or_default()
-                    .live_at(ev.ts);
+                let mut scope = self.scopes.get(backend, &self.key)?.unwrap_or_default().live_at(ev.ts);
                 policy.on_inbound(&mut scope, ev.ts, referral == Referral::Ad);
                 self.scopes.put(&self.key, Some(scope));
             }
@@ -188,11 +200,7 @@ impl WindowsStage {
                 } else {
                     seen.seen |= DELIVERY_APPLIED;
                     scope_key(&mut self.key, ev);
-                    let mut scope = self
-                        .scopes
-                        .get(backend, &self.key)?
-                        .unwrap_or_default()
-                        .live_at(ev.ts);
+                    let mut scope = self.scopes.get(backend, &self.key)?.unwrap_or_default().live_at(ev.ts);
                     let decision = policy.on_delivery(&mut scope, ev.ts, &profile.calendar);
                     self.scopes.put(&self.key, Some(scope));
                     match decision {
@@ -226,9 +234,29 @@ impl WindowsStage {
         Ok(())
     }
 
+    fn reject_era(&mut self, ev: &MessageEvent, position: u64, out: &mut WindowsOutput) {
+        let profile = self.profiles.get(&ev.waba_id);
+        self.stats.unsupported_era += 1;
+        out.rejected.push(Rejected {
+            reason: format!(
+                "era not supported yet: {} (event at {}, WABA {} in {})",
+                profile.calendar.era_at(ev.ts).era.id.as_str(),
+                crate::billing::time::format_ts(ev.ts),
+                ev.waba_id,
+                profile.time_zone
+            ),
+            record: serde_json::to_string(ev).unwrap_or_default(),
+            position,
+        });
+    }
+
     /// Moves dirty state into `set` and trims the cache. `purge_before` is stream time
     /// minus a safety margin: state that expired before it is dropped from memory.
     pub fn drain(&mut self, set: &mut WriteSet, purge_before: Ts, has_backend: bool) {
+        if self.journal.enabled {
+            self.journal.drain(set);
+            meta_i64(set, STREAM_TIME_KEY, self.reorder.stream_time());
+        }
         if has_backend {
             self.scopes.drain_dirty(set);
             self.messages.drain_dirty(set);
@@ -238,6 +266,44 @@ impl WindowsStage {
         }
         self.scopes.evict(purge_before, has_backend);
         self.messages.evict(purge_before, has_backend);
+    }
+
+    /// Kafka path: from now on, events waiting for the watermark are journaled into the
+    /// state (family `pending`) so a restart resumes exactly where the store stands.
+    pub fn enable_persistence(&mut self) {
+        self.journal.enabled = true;
+    }
+
+    /// Reloads waiting events and stream time from a restored store.
+    pub fn restore(&mut self, backend: &dyn Backend) -> Result<usize, StoreError> {
+        if let Some(v) = backend.get(Family::Meta, STREAM_TIME_KEY.as_bytes())? {
+            if let Some(t) = read_meta_i64(&v) {
+                self.reorder.set_stream_time(t);
+            }
+        }
+        let mut n = 0;
+        for (k, v) in backend.scan(Family::Pending)? {
+            let corrupt = |reason: &str| StoreError::Corrupt {
+                family: "pending",
+                key: format!("{k:?}"),
+                reason: reason.to_string(),
+            };
+            let (seq, payload) = pending_entry(&k, &v).ok_or_else(|| corrupt("bad layout"))?;
+            let (ev, pos) = decode_pending(payload).ok_or_else(|| corrupt("event does not decode"))?;
+            let class = u8::from(!matches!(ev.kind, EventKind::Inbound { .. }));
+            let key = (ev.ts, class, ev.message_id.clone(), ev.kind.rank());
+            self.reorder.restore(seq, key, (ev, pos));
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Everything below this event time has been applied (for downstream watermarks).
+    pub fn watermark(&self) -> Ts {
+        match self.reorder.min_waiting(|k| k.0) {
+            Some(t) => t.min(self.reorder.watermark()),
+            None => self.reorder.watermark(),
+        }
     }
 
     pub fn cached_entries(&self) -> usize {

@@ -1,3 +1,4 @@
 //! Drivers: they read inputs, call the pipeline and persist its effects.
 
+pub mod kafka;
 pub mod replay;

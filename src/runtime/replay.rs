@@ -65,6 +65,9 @@ struct DeadLetterOut<'a> {
     phone_number_id: Option<&'a str>,
     reason: &'a str,
     original: &'a str,
+    /// The exact bytes, when they are not UTF-8 (then `original` is a lossy rendering).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_base64: Option<String>,
 }
 
 struct DeadLetters {
@@ -88,11 +91,7 @@ impl DeadLetters {
 /// Events between state checkpoints (one RocksDB write batch each).
 const CHECKPOINT_EVERY: u64 = 50_000;
 
-pub fn run(
-    config: &Config,
-    setup: &Setup,
-    opts: &ReplayOptions,
-) -> Result<ReplayReport, ReplayError> {
+pub fn run(config: &Config, setup: &Setup, opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
     let _tmp;
     let state_dir = match &opts.state_dir {
@@ -112,10 +111,7 @@ pub fn run(
     let mut engine = Engine::new(setup, Some(Box::new(backend)));
     let mut normaliser = Normaliser::new(config.on_premises(), config.max_payload_bytes);
 
-    let dl_path = opts
-        .dead_letter
-        .clone()
-        .unwrap_or_else(|| "<stderr>".into());
+    let dl_path = opts.dead_letter.clone().unwrap_or_else(|| "<stderr>".into());
     let dl_out: Box<dyn Write> = match &opts.dead_letter {
         Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|source| {
             ReplayError::Output {
@@ -174,8 +170,25 @@ pub fn run(
             read_bytes += n as u64;
             report.lines += 1;
             report.bytes += n as u64;
-            let text = String::from_utf8_lossy(&buf);
-            let line = text.trim_end_matches(['\n', '\r']);
+            let line = match std::str::from_utf8(&buf) {
+                Ok(t) => t.trim_end_matches(['\n', '\r']),
+                Err(e) => {
+                    // Never bill bytes we had to change: the line goes to the dead letters
+                    // with its exact bytes (base64).
+                    let reason = format!("line is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to());
+                    dead.write(DeadLetterOut {
+                        input,
+                        line: line_no,
+                        path: None,
+                        waba_id: None,
+                        phone_number_id: None,
+                        reason: &reason,
+                        original: &String::from_utf8_lossy(&buf),
+                        original_base64: Some(base64(&buf)),
+                    })?;
+                    continue;
+                }
+            };
             if line.trim().is_empty() {
                 continue;
             }
@@ -196,6 +209,7 @@ pub fn run(
                         phone_number_id: None,
                         reason: &reason,
                         original: line,
+                        original_base64: None,
                     })?;
                 }
             }
@@ -208,6 +222,7 @@ pub fn run(
                     phone_number_id: b.phone_number_id.as_deref(),
                     reason: &b.reason,
                     original: &b.original,
+                    original_base64: None,
                 })?;
             }
             for ev in events.drain(..) {
@@ -281,6 +296,7 @@ fn write_rejected(
             phone_number_id: None,
             reason: &r.reason,
             original: &r.record,
+            original_base64: None,
         })?;
     }
     Ok(())
@@ -362,6 +378,45 @@ impl Progress {
                 r.duplicates,
                 r.late
             );
+        }
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding) for dead-lettered bytes.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(A[(n >> 18) as usize & 63] as char);
+        out.push(A[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            A[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            A[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::base64(i.as_bytes()), o);
         }
     }
 }

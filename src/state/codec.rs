@@ -136,11 +136,7 @@ mod tests {
     #[test]
     fn truncated_values_do_not_decode() {
         let mut b = Vec::new();
-        MessageSeen {
-            expires_at: 5,
-            seen: 3,
-        }
-        .encode(&mut b);
+        MessageSeen { expires_at: 5, seen: 3 }.encode(&mut b);
         assert!(MessageSeen::decode(&b[..8]).is_none());
         assert!(ScopeState::decode(&[0; 10]).is_none());
     }

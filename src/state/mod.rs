@@ -25,18 +25,32 @@ pub enum Family {
     Conversations,
     /// ledger: (WABA, month) → free-tier conversations used.
     Counters,
-    /// bookkeeping: applied input positions, checkpoints. Never expires.
+    /// bookkeeping: applied input positions, stream time, watermarks. Never expires.
     Meta,
+    /// events (windows) or conversations (ledger) waiting for the watermark: consumed
+    /// but not applied yet, so they are state too (a restart must not lose them).
+    Pending,
 }
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Scopes,
         Family::Messages,
         Family::Conversations,
         Family::Counters,
         Family::Meta,
+        Family::Pending,
     ];
+
+    /// One-byte code used as the first byte of changelog keys.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(c: u8) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.code() == c)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Family::Scopes => "scopes",
@@ -44,6 +58,7 @@ impl Family {
             Family::Conversations => "conversations",
             Family::Counters => "counters",
             Family::Meta => "meta",
+            Family::Pending => "pending",
         }
     }
 }
@@ -77,6 +92,9 @@ pub struct WriteSet {
 }
 
 /// One key's new value in a family; `None` deletes it.
+/// A stored (key, value) pair.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 pub type Change = (Family, Box<[u8]>, Option<Vec<u8>>);
 
 impl WriteSet {
@@ -91,6 +109,8 @@ impl WriteSet {
 /// Durable storage behind the tables.
 pub trait Backend {
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every (key, value) of a family, in key order (restores pending buffers).
+    fn scan(&self, family: Family) -> Result<Vec<KeyValue>, StoreError>;
     fn write(&mut self, set: WriteSet) -> Result<(), StoreError>;
     /// Values whose expiry is before this instant may be dropped by compaction. Driven
     /// by stream time (minus a safety margin), never by the wall clock.

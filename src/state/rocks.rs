@@ -30,7 +30,7 @@ impl RocksBackend {
         let cfs = Family::ALL.iter().map(|f| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            if *f != Family::Meta {
+            if !matches!(f, Family::Meta | Family::Pending) {
                 let pb = purge_before
                     .iter()
                     .find(|(g, _)| g == f)
@@ -52,13 +52,11 @@ impl RocksBackend {
     }
 
     fn cf(&self, f: Family) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.db
-            .cf_handle(f.name())
-            .ok_or_else(|| StoreError::Corrupt {
-                family: f.name(),
-                key: String::new(),
-                reason: "column family missing".into(),
-            })
+        self.db.cf_handle(f.name()).ok_or_else(|| StoreError::Corrupt {
+            family: f.name(),
+            key: String::new(),
+            reason: "column family missing".into(),
+        })
     }
 
     /// Forces a full compaction (tests use it to check that expired state goes).
@@ -85,6 +83,16 @@ impl RocksBackend {
 impl Backend for RocksBackend {
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(family)?, key)?)
+    }
+
+    fn scan(&self, family: Family) -> Result<Vec<super::KeyValue>, StoreError> {
+        let cf = self.cf(family)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     fn write(&mut self, set: WriteSet) -> Result<(), StoreError> {

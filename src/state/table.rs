@@ -41,11 +41,7 @@ impl<V: StoreValue> Table<V> {
 
     /// Reads a value, loading it from the backend on a miss. Without a backend the table
     /// is authoritative and a miss means absent.
-    pub fn get(
-        &mut self,
-        backend: Option<&dyn Backend>,
-        key: &[u8],
-    ) -> Result<Option<V>, StoreError> {
+    pub fn get(&mut self, backend: Option<&dyn Backend>, key: &[u8]) -> Result<Option<V>, StoreError> {
         if let Some(slot) = self.map.get(key) {
             return Ok(slot.value);
         }
@@ -58,13 +54,7 @@ impl<V: StoreValue> Table<V> {
                 reason: format!("{} bytes do not decode", bytes.len()),
             })?),
         };
-        self.map.insert(
-            key.into(),
-            Slot {
-                value,
-                dirty: false,
-            },
-        );
+        self.map.insert(key.into(), Slot { value, dirty: false });
         Ok(value)
     }
 
@@ -105,9 +95,7 @@ impl<V: StoreValue> Table<V> {
     /// a backend only expired entries may go: the table is the only copy.
     pub fn evict(&mut self, purge_before: Ts, has_backend: bool) {
         self.map.retain(|_, s| {
-            s.dirty
-                || s.value.is_some_and(|v| v.expires_at() >= purge_before)
-                || (s.value.is_none() && has_backend)
+            s.dirty || s.value.is_some_and(|v| v.expires_at() >= purge_before) || (s.value.is_none() && has_backend)
         });
         if has_backend && self.capacity > 0 && self.map.len() > self.capacity {
             let target = self.capacity - self.capacity / 4;

@@ -29,14 +29,7 @@ fn envelope(waba: &str, pnid: &str, value: Value) -> String {
 }
 
 /// An inbound user message (Cloud API), optionally from an ad (`Some("ad")`) or post.
-pub fn inbound_to(
-    waba: &str,
-    pnid: &str,
-    user: &str,
-    id: &str,
-    ts: i64,
-    referral: Option<&str>,
-) -> String {
+pub fn inbound_to(waba: &str, pnid: &str, user: &str, id: &str, ts: i64, referral: Option<&str>) -> String {
     let mut m = json!({
         "from": user, "id": id, "timestamp": ts.to_string(),
         "text": {"body": "Hi, where is my order?"}, "type": "text"
@@ -65,12 +58,10 @@ pub fn inbound_ad(user: &str, id: &str, ts: i64) -> String {
 
 /// A status webhook for an outbound business message.
 pub fn status_to(waba: &str, pnid: &str, user: &str, id: &str, status: &str, ts: i64) -> String {
-    let mut s =
-        json!({"id": id, "status": status, "timestamp": ts.to_string(), "recipient_id": user});
+    let mut s = json!({"id": id, "status": status, "timestamp": ts.to_string(), "recipient_id": user});
     if status == "sent" || status == "delivered" {
         s["conversation"] = json!({"id": "CONVERSATION_ID", "origin": {"type": "user_initiated"}});
-        s["pricing"] =
-            json!({"billable": true, "pricing_model": "CBP", "category": "user_initiated"});
+        s["pricing"] = json!({"billable": true, "pricing_model": "CBP", "category": "user_initiated"});
     }
     envelope(waba, pnid, json!({"statuses": [s]}))
 }
@@ -81,10 +72,7 @@ pub fn status(user: &str, id: &str, status: &str, ts: i64) -> String {
 
 /// sent at `ts`, delivered one second later: the usual pair for a business message.
 pub fn reply(user: &str, id: &str, ts: i64) -> Vec<String> {
-    vec![
-        status(user, id, "sent", ts),
-        status(user, id, "delivered", ts + 1),
-    ]
+    vec![status(user, id, "sent", ts), status(user, id, "delivered", ts + 1)]
 }
 
 pub struct Billed {
@@ -113,12 +101,7 @@ pub fn replay_lines(lines: &[String], config_toml: &str) -> Billed {
 
 pub fn replay_files(inputs: &[String], config_toml: &str, dir: &std::path::Path) -> Billed {
     let cfg: Config = toml::from_str(config_toml).expect("config");
-    let setup = Setup::new(
-        &cfg,
-        RateCard::bundled_sample().expect("card"),
-        MarketMap::bundled(),
-    )
-    .expect("setup");
+    let setup = Setup::new(&cfg, RateCard::bundled_sample().expect("card"), MarketMap::bundled()).expect("setup");
     let output = dir.join("out.jsonl");
     let dead = dir.join("dead.jsonl");
     let opts = ReplayOptions {

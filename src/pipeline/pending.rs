@@ -1,0 +1,72 @@
+//! Journal of a reorder buffer's changes, so items consumed but not yet applied are
+//! persisted with the rest of the state (and changelogged) on the Kafka path.
+
+use rustc_hash::FxHashSet;
+
+use crate::billing::Ts;
+use crate::state::{Family, WriteSet};
+
+/// Values in the pending family carry no expiry: they leave when applied.
+pub const NEVER: Ts = Ts::MAX;
+
+#[derive(Default)]
+pub struct PendingJournal {
+    pub enabled: bool,
+    added: Vec<(u64, Vec<u8>)>,
+    removed: FxHashSet<u64>,
+}
+
+impl PendingJournal {
+    pub fn added(&mut self, seq: u64, encoded: impl FnOnce() -> Vec<u8>) {
+        if self.enabled {
+            self.added.push((seq, encoded()));
+        }
+    }
+
+    pub fn removed(&mut self, seq: u64) {
+        if self.enabled {
+            self.removed.insert(seq);
+        }
+    }
+
+    /// Writes the changes since the last drain: new waiting items, and deletions of the
+    /// ones applied meanwhile (an item added and applied in the same interval never hits
+    /// the store).
+    pub fn drain(&mut self, set: &mut WriteSet) {
+        let mut added_now = FxHashSet::default();
+        for (seq, bytes) in self.added.drain(..) {
+            added_now.insert(seq);
+            if self.removed.contains(&seq) {
+                continue;
+            }
+            let mut v = Vec::with_capacity(8 + bytes.len());
+            v.extend_from_slice(&NEVER.to_be_bytes());
+            v.extend_from_slice(&bytes);
+            set.changes
+                .push((Family::Pending, Box::from(seq.to_be_bytes()), Some(v)));
+        }
+        for seq in self.removed.drain() {
+            if !added_now.contains(&seq) {
+                set.changes.push((Family::Pending, Box::from(seq.to_be_bytes()), None));
+            }
+        }
+    }
+}
+
+/// Meta entry holding one i64 (stream time, watermarks, offsets).
+pub fn meta_i64(set: &mut WriteSet, key: &str, v: i64) {
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&NEVER.to_be_bytes());
+    b.extend_from_slice(&v.to_be_bytes());
+    set.changes.push((Family::Meta, Box::from(key.as_bytes()), Some(b)));
+}
+
+pub fn read_meta_i64(bytes: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?))
+}
+
+/// Splits a pending value into (seq from key, payload after the expiry prefix).
+pub fn pending_entry<'a>(key: &[u8], value: &'a [u8]) -> Option<(u64, &'a [u8])> {
+    let seq = u64::from_be_bytes(key.try_into().ok()?);
+    Some((seq, value.get(8..)?))
+}

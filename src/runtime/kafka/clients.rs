@@ -1,0 +1,234 @@
+//! librdkafka clients configured for wabill: idempotent producers whose deliveries are
+//! tracked (a batch is acknowledged only when every record is), and group consumers with
+//! manual offsets, cooperative-sticky assignment and rebalance events handed to the loop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+
+use super::KafkaRunError;
+use crate::config::KafkaConfig;
+
+/// Client settings every wabill client shares, then the user's pass-through properties
+/// (which win, so security settings and tuning reach librdkafka unchanged).
+pub fn base_config(k: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    c.set("client.id", format!("{}-wabill", k.prefix));
+    c.set("log_level", "4");
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    c
+}
+
+/// Delivery reports: errors, and the highest acknowledged offset per (topic, partition)
+/// (the changelog offset a local checkpoint corresponds to).
+#[derive(Default)]
+pub struct Deliveries {
+    pub errors: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+    pub acked: Mutex<HashMap<(String, i32), i64>>,
+}
+
+#[derive(Clone, Default)]
+pub struct TrackingContext(pub Arc<Deliveries>);
+
+impl ClientContext for TrackingContext {}
+
+impl ProducerContext for TrackingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        match r {
+            Ok(m) => {
+                if let Ok(mut acked) = self.0.acked.lock() {
+                    let e = acked.entry((m.topic().to_string(), m.partition())).or_insert(-1);
+                    *e = (*e).max(m.offset());
+                }
+            }
+            Err((e, _)) => {
+                self.0.errors.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut l) = self.0.last_error.lock() {
+                    *l = Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+pub struct Out {
+    producer: BaseProducer<TrackingContext>,
+    pub deliveries: Arc<Deliveries>,
+}
+
+/// One record to produce. `partition: None` lets the key pick it (murmur2, as Java).
+pub struct OutRecord<'a> {
+    pub topic: &'a str,
+    pub key: &'a [u8],
+    pub value: Option<&'a [u8]>,
+    pub partition: Option<i32>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+impl Out {
+    pub fn new(k: &KafkaConfig, transactional_id: Option<&str>) -> Result<Out, KafkaRunError> {
+        let deliveries = Arc::new(Deliveries::default());
+        let mut c = base_config(k);
+        c.set("enable.idempotence", "true");
+        c.set("acks", "all");
+        c.set("partitioner", "murmur2_random");
+        c.set("linger.ms", "5");
+        c.set("compression.type", "lz4");
+        c.set("queue.buffering.max.messages", "1000000");
+        c.set("queue.buffering.max.kbytes", "1048576");
+        if let Some(id) = transactional_id {
+            c.set("transactional.id", id);
+        }
+        for (key, v) in &k.properties {
+            c.set(key, v);
+        }
+        let producer = c.create_with_context(TrackingContext(deliveries.clone()))?;
+        Ok(Out { producer, deliveries })
+    }
+
+    pub fn producer(&self) -> &BaseProducer<TrackingContext> {
+        &self.producer
+    }
+
+    /// Queues a record, waiting for room when librdkafka's queue is full.
+    pub fn send(&self, r: OutRecord<'_>) -> Result<(), KafkaRunError> {
+        let mut rec = BaseRecord::to(r.topic).key(r.key);
+        if let Some(v) = r.value {
+            rec = rec.payload(v);
+        }
+        if let Some(p) = r.partition {
+            rec = rec.partition(p);
+        }
+        if let Some(h) = r.headers {
+            rec = rec.headers(h);
+        }
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    rec = back;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits until every queued record is acknowledged. Any failed delivery fails the
+    /// batch: the caller must not persist state or commit offsets after it.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaRunError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.producer.flush(Duration::from_millis(500)) {
+                Ok(()) => break,
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if Instant::now() < deadline => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let errors = self.deliveries.errors.swap(0, Ordering::Relaxed);
+        if errors > 0 {
+            let last = self
+                .deliveries
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|l| l.clone())
+                .unwrap_or_default();
+            return Err(KafkaRunError::Delivery { failed: errors, last });
+        }
+        Ok(())
+    }
+
+    pub fn acked_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.deliveries
+            .acked
+            .lock()
+            .ok()?
+            .get(&(topic.to_string(), partition))
+            .copied()
+    }
+}
+
+/// Assignment changes seen inside `poll`, handled by the loop right after it returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+#[derive(Default)]
+pub struct GroupContext {
+    pub events: Mutex<Vec<RebalanceEvent>>,
+    pub rebalances: AtomicU64,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = r {
+            let parts = tpl.elements().iter().map(|e| e.partition()).collect();
+            if let Ok(mut ev) = self.events.lock() {
+                ev.push(RebalanceEvent::Revoked(parts));
+            }
+        }
+    }
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = r {
+            self.rebalances.fetch_add(1, Ordering::Relaxed);
+            let parts = tpl.elements().iter().map(|e| e.partition()).collect();
+            if let Ok(mut ev) = self.events.lock() {
+                ev.push(RebalanceEvent::Assigned(parts));
+            }
+        }
+    }
+}
+
+pub type GroupConsumer = BaseConsumer<GroupContext>;
+
+pub fn group_consumer(k: &KafkaConfig, group: &str, read_committed: bool) -> Result<GroupConsumer, KafkaRunError> {
+    let mut c = base_config(k);
+    c.set("group.id", group);
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    c.set("auto.offset.reset", "earliest");
+    c.set("partition.assignment.strategy", "cooperative-sticky");
+    c.set(
+        "isolation.level",
+        if read_committed {
+            "read_committed"
+        } else {
+            "read_uncommitted"
+        },
+    );
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    Ok(c.create_with_context(GroupContext::default())?)
+}
+
+/// A consumer outside any group, for restoring changelogs by manual assignment.
+pub fn plain_consumer(k: &KafkaConfig, purpose: &str) -> Result<BaseConsumer, KafkaRunError> {
+    let mut c = base_config(k);
+    c.set("group.id", format!("{}-{purpose}-restore", k.prefix));
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    c.set("auto.offset.reset", "earliest");
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    Ok(c.create()?)
+}

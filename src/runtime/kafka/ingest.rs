@@ -1,0 +1,108 @@
+//! Stage 1, `ingest`: stateless. Raw webhook payloads → one `MessageEvent` per message or
+//! status on the events topic, keyed by user; bad payloads and events → dead letters.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::clients::{group_consumer, Out, OutRecord};
+use super::{KafkaRunError, POLL};
+use crate::codec::avro::{encode_dead_letter, encode_event, DeadLetterRecord, Framing};
+use crate::config::Config;
+use crate::ingest::Normaliser;
+
+pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), KafkaRunError> {
+    let k = &config.kafka;
+    let source = k.webhooks_topic();
+    let events_topic = k.events_topic();
+    let dlq = k.dead_letter_topic();
+    let consumer = group_consumer(k, &k.group("ingest"), false)?;
+    consumer.subscribe(&[source.as_str()])?;
+    let out = Out::new(k, None)?;
+    let framing = Framing::SingleObject;
+    let mut norm = Normaliser::new(config.on_premises(), config.max_payload_bytes);
+    let mut events = Vec::new();
+    let mut bad = Vec::new();
+    let mut buf = Vec::with_capacity(512);
+    tracing::info!(topic = %source, "ingest started");
+    while !shutdown.load(Ordering::SeqCst) {
+        let mut next: Vec<(i32, i64)> = Vec::new();
+        let mut n = 0usize;
+        while n < k.batch_max {
+            let Some(m) = consumer.poll(if n == 0 { POLL } else { Duration::ZERO }) else {
+                break;
+            };
+            let m = m?;
+            n += 1;
+            let payload = m.payload().unwrap_or_default();
+            let dead = |reason: String, original: &[u8]| DeadLetterRecord {
+                stage: "ingest".into(),
+                source_topic: source.clone(),
+                source_partition: m.partition(),
+                source_offset: m.offset(),
+                reason,
+                original: original.to_vec(),
+                key: m.key().map(<[u8]>::to_vec),
+            };
+            let mut dead_letters = Vec::new();
+            match std::str::from_utf8(payload) {
+                Err(e) => dead_letters.push(dead(
+                    format!("payload is not valid UTF-8 (byte {})", e.valid_up_to()),
+                    payload,
+                )),
+                Ok(text) => {
+                    events.clear();
+                    bad.clear();
+                    if let Err(e) = norm.normalise(text, &mut events, &mut bad) {
+                        dead_letters.push(dead(e.to_string(), payload));
+                    }
+                    for b in bad.drain(..) {
+                        dead_letters.push(dead(format!("{} at {}", b.reason, b.path), b.original.as_bytes()));
+                    }
+                    for ev in events.drain(..) {
+                        buf.clear();
+                        encode_event(&ev, &framing, &mut buf);
+                        out.send(OutRecord {
+                            topic: &events_topic,
+                            key: ev.user.as_bytes(),
+                            value: Some(&buf),
+                            partition: None,
+                            headers: None,
+                        })?;
+                    }
+                }
+            }
+            for d in dead_letters {
+                buf.clear();
+                encode_dead_letter(&d, &framing, &mut buf);
+                out.send(OutRecord {
+                    topic: &dlq,
+                    key: m.key().unwrap_or_default(),
+                    value: Some(&buf),
+                    partition: None,
+                    headers: None,
+                })?;
+            }
+            match next.iter_mut().find(|(p, _)| *p == m.partition()) {
+                Some(e) => e.1 = m.offset() + 1,
+                None => next.push((m.partition(), m.offset() + 1)),
+            }
+        }
+        if n == 0 {
+            continue;
+        }
+        // Outputs acknowledged before the input offsets move.
+        out.flush(Duration::from_secs(120))?;
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &next {
+            tpl.add_partition_offset(&source, *p, Offset::Offset(*o))?;
+        }
+        consumer.commit(&tpl, CommitMode::Async)?;
+    }
+    out.flush(Duration::from_secs(30))?;
+    tracing::info!("ingest stopped");
+    Ok(())
+}

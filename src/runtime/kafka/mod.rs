@@ -1,0 +1,170 @@
+//! `wabill run`: the Kafka topology (DESIGN.md "Shape").
+//!
+//! ```text
+//! webhooks ─► ingest ─► events (key: user) ─► windows ─► conversations (key: WABA) ─► ledger ─► billing (key: WABA)
+//! ```
+//!
+//! Each stage is a consumer group of its own (`<prefix>-ingest`, `-windows`, `-ledger`),
+//! so stages scale and fail independently. The delivery guarantee is effectively-once
+//! without broker transactions: for every batch, outputs are acknowledged first, then
+//! state (changelog, then the local RocksDB write batch holding the input offset), then
+//! offsets are committed. A crash anywhere replays input whose outputs are byte-identical
+//! (deterministic ids), and the ledger drops conversations it has already billed.
+
+pub mod clients;
+pub mod ingest;
+pub mod stateful;
+pub mod store;
+pub mod topics;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::pipeline::engine::Setup;
+use crate::state::StoreError;
+
+#[derive(Debug, Error)]
+pub enum KafkaRunError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{failed} record(s) could not be delivered (last error: {last})")]
+    Delivery { failed: u64, last: String },
+    #[error("topic {name}: {reason}")]
+    Topic { name: String, reason: String },
+    #[error("restoring {topic}[{partition}]: {reason}")]
+    Restore {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("stage {stage} failed: {reason}")]
+    Stage { stage: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StageKind {
+    Ingest,
+    Windows,
+    Ledger,
+}
+
+impl StageKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Ingest => "ingest",
+            StageKind::Windows => "windows",
+            StageKind::Ledger => "ledger",
+        }
+    }
+}
+
+/// Runs the given stages until `shutdown` is set (SIGTERM/SIGINT) or one fails.
+pub fn run(
+    config: &Config,
+    setup: &Setup,
+    stages: &[StageKind],
+    shutdown: Arc<AtomicBool>,
+) -> Result<(), KafkaRunError> {
+    let k = &config.kafka;
+    match k.processing_guarantee.as_str() {
+        "effectively_once" => {}
+        "exactly_once" => {
+            return Err(KafkaRunError::Config(
+                "processing_guarantee = \"exactly_once\" (Kafka transactions) is not available in this build; \
+                 use \"effectively_once\""
+                    .into(),
+            ))
+        }
+        other => return Err(KafkaRunError::Config(format!("unknown processing_guarantee {other:?}"))),
+    }
+    let p = k.partitions;
+    let mut specs = vec![
+        topics::TopicSpec {
+            name: k.webhooks_topic(),
+            partitions: p,
+            compact: false,
+        },
+        topics::TopicSpec {
+            name: k.events_topic(),
+            partitions: p,
+            compact: false,
+        },
+        topics::TopicSpec {
+            name: k.conversations_topic(),
+            partitions: p,
+            compact: false,
+        },
+        topics::TopicSpec {
+            name: k.billing_topic(),
+            partitions: p,
+            compact: false,
+        },
+        topics::TopicSpec {
+            name: k.dead_letter_topic(),
+            partitions: p,
+            compact: false,
+        },
+    ];
+    for s in ["windows", "ledger"] {
+        specs.push(topics::TopicSpec {
+            name: k.changelog_topic(s),
+            partitions: p,
+            compact: true,
+        });
+    }
+    topics::ensure(k, &specs)?;
+    crate::billing::CountryResolver::warm_up();
+
+    let mut handles = Vec::new();
+    for &stage in stages {
+        let config = config.clone();
+        let setup = setup.clone();
+        let shutdown = shutdown.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("wabill-{}", stage.name()))
+            .spawn(move || {
+                let r = match stage {
+                    StageKind::Ingest => ingest::run(&config, &shutdown),
+                    StageKind::Windows => stateful::run_windows(&config, &setup, &shutdown),
+                    StageKind::Ledger => stateful::run_ledger(&config, &setup, &shutdown),
+                };
+                if let Err(e) = &r {
+                    tracing::error!(stage = stage.name(), error = %e, "stage failed; stopping");
+                    shutdown.store(true, Ordering::SeqCst);
+                }
+                r
+            })?;
+        handles.push((stage, h));
+    }
+    let mut first_err = None;
+    for (stage, h) in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {
+                first_err.get_or_insert(KafkaRunError::Stage {
+                    stage: stage.name(),
+                    reason: "panicked".into(),
+                });
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+pub(crate) const POLL: Duration = Duration::from_millis(100);

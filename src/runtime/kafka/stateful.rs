@@ -1,0 +1,546 @@
+//! Stages 2 and 3 on Kafka: `windows` (events → conversations) and `ledger`
+//! (conversations → billing), each with one RocksDB store per assigned partition.
+//!
+//! Batch protocol (DESIGN.md "Delivery guarantee"):
+//! 1. poll up to `batch_max` records; apply them to their partition's stage;
+//! 2. produce the outputs and wait for every acknowledgement;
+//! 3. changelog the state changes (with the input offset) and wait for acknowledgement;
+//! 4. write the same changes to RocksDB in one atomic write batch;
+//! 5. commit the input offsets.
+//!
+//! A crash between any two steps replays input from the store's own offset; outputs are
+//! deterministic, so replays produce byte-identical records, which the ledger dedupes.
+//! Rebalances happen only inside `poll`, i.e. between batches, when nothing is in flight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::clients::{group_consumer, GroupConsumer, Out, OutRecord, RebalanceEvent};
+use super::store::PartitionStore;
+use super::{topics, KafkaRunError, POLL};
+use crate::billing::Ts;
+use crate::codec::avro::{
+    decode_event, decode_opened, encode_billed, encode_dead_letter, encode_opened, DeadLetterRecord, Framing,
+};
+use crate::config::Config;
+use crate::pipeline::engine::{Setup, PURGE_MARGIN};
+use crate::pipeline::ledger::{LedgerOutput, LedgerStage, LEDGER_RETENTION};
+use crate::pipeline::pending::{meta_i64, read_meta_i64};
+use crate::pipeline::records::Rejected;
+use crate::pipeline::windows::{WindowsOutput, WindowsStage};
+use crate::state::{Backend, Family, WriteSet};
+
+/// Key prefix of watermark control records on the conversations topic (no WABA id
+/// starts with a NUL byte).
+const WATERMARK_KEY: &[u8] = b"\0wabill-watermark";
+
+struct Task<S> {
+    store: PartitionStore,
+    stage: S,
+    /// Highest input offset consumed (applied or waiting in the stage's buffer).
+    consumed: Option<i64>,
+    last_input: Instant,
+    dirty: bool,
+    /// Watermark last announced downstream (windows only).
+    announced: Ts,
+    /// Upstream watermarks by source partition (ledger only).
+    upstream: HashMap<i32, Ts>,
+}
+
+fn dead_letter(
+    out: &Out,
+    dlq: &str,
+    stage: &str,
+    m: &BorrowedMessage<'_>,
+    reason: String,
+    framing: &Framing,
+) -> Result<(), KafkaRunError> {
+    let d = DeadLetterRecord {
+        stage: stage.into(),
+        source_topic: m.topic().to_string(),
+        source_partition: m.partition(),
+        source_offset: m.offset(),
+        reason,
+        original: m.payload().unwrap_or_default().to_vec(),
+        key: m.key().map(<[u8]>::to_vec),
+    };
+    let mut buf = Vec::new();
+    encode_dead_letter(&d, framing, &mut buf);
+    out.send(OutRecord {
+        topic: dlq,
+        key: m.key().unwrap_or_default(),
+        value: Some(&buf),
+        partition: None,
+        headers: None,
+    })
+}
+
+fn rejected_dead_letter(
+    out: &Out,
+    dlq: &str,
+    stage: &str,
+    source: &str,
+    partition: i32,
+    r: &Rejected,
+    framing: &Framing,
+) -> Result<(), KafkaRunError> {
+    let d = DeadLetterRecord {
+        stage: stage.into(),
+        source_topic: source.to_string(),
+        source_partition: partition,
+        source_offset: r.position as i64,
+        reason: r.reason.clone(),
+        original: r.record.as_bytes().to_vec(),
+        key: None,
+    };
+    let mut buf = Vec::new();
+    encode_dead_letter(&d, framing, &mut buf);
+    out.send(OutRecord {
+        topic: dlq,
+        key: &[],
+        value: Some(&buf),
+        partition: None,
+        headers: None,
+    })
+}
+
+fn take_rebalance_events(consumer: &GroupConsumer) -> Vec<RebalanceEvent> {
+    consumer
+        .context()
+        .events
+        .lock()
+        .map(|mut e| std::mem::take(&mut *e))
+        .unwrap_or_default()
+}
+
+/// Common batch tail: persist every dirty task (changelog, then local) and commit.
+fn persist_and_commit<S>(
+    out: &Out,
+    consumer: &GroupConsumer,
+    source: &str,
+    tasks: &mut BTreeMap<i32, Task<S>>,
+    mut drain: impl FnMut(&mut Task<S>, &mut WriteSet),
+) -> Result<(), KafkaRunError> {
+    let mut sets = Vec::new();
+    for (p, t) in tasks.iter_mut() {
+        if !t.dirty {
+            continue;
+        }
+        let Some(consumed) = t.consumed else { continue };
+        let mut set = WriteSet::default();
+        drain(t, &mut set);
+        t.store.send_changelog(out, &mut set, consumed)?;
+        sets.push((*p, set, consumed));
+    }
+    if sets.is_empty() {
+        return Ok(());
+    }
+    out.flush(Duration::from_secs(120))?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, set, consumed) in sets {
+        if let Some(t) = tasks.get_mut(&p) {
+            t.store.write_local(out, set, consumed)?;
+            t.dirty = false;
+            tpl.add_partition_offset(source, p, Offset::Offset(consumed + 1))?;
+        }
+    }
+    // The store holds the authoritative offset; a failed commit only means more replay.
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::warn!(error = %e, "offset commit failed; the state store keeps the position");
+    }
+    Ok(())
+}
+
+/// Whether a record at `offset` must be applied: records below the store's position were
+/// already applied before a restart.
+fn admit_offset<S>(t: &mut Task<S>, offset: i64) -> bool {
+    if let Some(next) = t.store.next_offset {
+        if offset < next {
+            return false;
+        }
+        if offset > next && t.consumed.is_none() {
+            tracing::warn!(
+                partition = t.store.partition,
+                offset,
+                expected = next,
+                "input gap (retention?); continuing"
+            );
+        }
+    }
+    t.consumed = Some(offset);
+    true
+}
+
+pub fn run_windows(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Result<(), KafkaRunError> {
+    let k = &config.kafka;
+    let source = k.events_topic();
+    let conv_topic = k.conversations_topic();
+    let dlq = k.dead_letter_topic();
+    let changelog = k.changelog_topic("windows");
+    let framing = Framing::SingleObject;
+    let consumer = group_consumer(k, &k.group("windows"), false)?;
+    consumer.subscribe(&[source.as_str()])?;
+    let out = Out::new(k, None)?;
+    let conv_partitions = topics::partitions(k, &conv_topic, Duration::from_secs(30))?;
+    let idle = Duration::from_millis(k.idle_flush_ms);
+    let mut tasks: BTreeMap<i32, Task<WindowsStage>> = BTreeMap::new();
+    let mut wout = WindowsOutput::default();
+    let mut buf = Vec::with_capacity(512);
+    tracing::info!(topic = %source, "windows started");
+
+    let open = |p: i32| -> Result<Task<WindowsStage>, KafkaRunError> {
+        let (store, _stats) = PartitionStore::open(k, &config.state.dir, "windows", &changelog, p)?;
+        let mut stage = WindowsStage::new(
+            setup.profiles.clone(),
+            setup.lateness,
+            setup.dedupe_horizon,
+            setup.cache_entries,
+        );
+        stage.enable_persistence();
+        let waiting = stage.restore(&store.backend)?;
+        tracing::info!(partition = p, waiting, "windows task ready");
+        Ok(Task {
+            store,
+            stage,
+            consumed: None,
+            last_input: Instant::now(),
+            dirty: false,
+            announced: Ts::MIN,
+            upstream: HashMap::new(),
+        })
+    };
+
+    while !shutdown.load(Ordering::SeqCst) {
+        let mut n = 0usize;
+        while n < k.batch_max {
+            for ev in take_rebalance_events(&consumer) {
+                apply_rebalance(ev, &mut tasks, &open)?;
+            }
+            let Some(m) = consumer.poll(if n == 0 { POLL } else { Duration::ZERO }) else {
+                break;
+            };
+            let m = m?;
+            for ev in take_rebalance_events(&consumer) {
+                apply_rebalance(ev, &mut tasks, &open)?;
+            }
+            n += 1;
+            let Some(t) = tasks.get_mut(&m.partition()) else {
+                continue;
+            };
+            if !admit_offset(t, m.offset()) {
+                continue;
+            }
+            t.dirty = true;
+            t.last_input = Instant::now();
+            match decode_event(m.payload().unwrap_or_default()) {
+                Err(e) => dead_letter(&out, &dlq, "windows", &m, format!("not a MessageEvent: {e}"), &framing)?,
+                Ok(ev) => {
+                    let backend: &dyn Backend = &t.store.backend;
+                    t.stage.push(Some(backend), ev, m.offset() as u64, &mut wout)?;
+                }
+            }
+            emit_windows(
+                &out,
+                &conv_topic,
+                &dlq,
+                &source,
+                m.partition(),
+                &mut wout,
+                &framing,
+                &mut buf,
+            )?;
+        }
+        // Idle partitions: apply what waits for the watermark (wall clock, only here).
+        for (p, t) in tasks.iter_mut() {
+            if t.stage.buffered() > 0 && t.last_input.elapsed() >= idle {
+                let backend: &dyn Backend = &t.store.backend;
+                t.stage.flush(Some(backend), &mut wout)?;
+                t.dirty = true;
+                emit_windows(&out, &conv_topic, &dlq, &source, *p, &mut wout, &framing, &mut buf)?;
+                if t.consumed.is_none() {
+                    t.consumed = t.store.next_offset.map(|o| o - 1);
+                }
+            }
+        }
+        // Announce watermarks downstream: everything below was applied here.
+        for (p, t) in tasks.iter_mut() {
+            let wm = if t.stage.buffered() == 0 && t.last_input.elapsed() >= idle {
+                t.stage.stream_time().saturating_add(1)
+            } else {
+                t.stage.watermark()
+            };
+            if wm > t.announced && wm != Ts::MIN {
+                t.announced = wm;
+                let mut v = Vec::with_capacity(12);
+                v.extend_from_slice(&p.to_be_bytes());
+                v.extend_from_slice(&wm.to_be_bytes());
+                for q in 0..conv_partitions {
+                    out.send(OutRecord {
+                        topic: &conv_topic,
+                        key: WATERMARK_KEY,
+                        value: Some(&v),
+                        partition: Some(q),
+                        headers: Some(OwnedHeaders::new().insert(Header {
+                            key: "wabill-type",
+                            value: Some("watermark"),
+                        })),
+                    })?;
+                }
+            }
+        }
+        if !tasks.values().any(|t| t.dirty) {
+            continue;
+        }
+        out.flush(Duration::from_secs(120))?;
+        persist_and_commit(&out, &consumer, &source, &mut tasks, |t, set| {
+            let purge = t.stage.stream_time().saturating_sub(PURGE_MARGIN);
+            t.stage.drain(set, purge, true);
+            t.store.backend.set_purge_before(Family::Scopes, purge);
+            t.store.backend.set_purge_before(Family::Messages, purge);
+        })?;
+    }
+    out.flush(Duration::from_secs(30))?;
+    tracing::info!("windows stopped");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_windows(
+    out: &Out,
+    conv_topic: &str,
+    dlq: &str,
+    source: &str,
+    partition: i32,
+    wout: &mut WindowsOutput,
+    framing: &Framing,
+    buf: &mut Vec<u8>,
+) -> Result<(), KafkaRunError> {
+    for c in wout.opened.drain(..) {
+        buf.clear();
+        encode_opened(&c, framing, buf);
+        out.send(OutRecord {
+            topic: conv_topic,
+            key: c.waba_id.as_bytes(),
+            value: Some(buf),
+            partition: None,
+            headers: None,
+        })?;
+    }
+    for r in wout.rejected.drain(..) {
+        rejected_dead_letter(out, dlq, "windows", source, partition, &r, framing)?;
+    }
+    Ok(())
+}
+
+fn apply_rebalance<S>(
+    ev: RebalanceEvent,
+    tasks: &mut BTreeMap<i32, Task<S>>,
+    open: &impl Fn(i32) -> Result<Task<S>, KafkaRunError>,
+) -> Result<(), KafkaRunError> {
+    match ev {
+        RebalanceEvent::Revoked(ps) => {
+            for p in ps {
+                // Everything of a revoked partition was persisted at the end of the last
+                // batch (rebalances only happen inside poll, between batches).
+                if tasks.remove(&p).is_some() {
+                    tracing::info!(partition = p, "partition revoked; store closed");
+                }
+            }
+        }
+        RebalanceEvent::Assigned(ps) => {
+            for p in ps {
+                if let std::collections::btree_map::Entry::Vacant(e) = tasks.entry(p) {
+                    e.insert(open(p)?);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn upstream_key(p: i32) -> String {
+    format!("ledger.upstream.{p}")
+}
+
+pub fn run_ledger(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Result<(), KafkaRunError> {
+    let k = &config.kafka;
+    let source = k.conversations_topic();
+    let billing = k.billing_topic();
+    let dlq = k.dead_letter_topic();
+    let changelog = k.changelog_topic("ledger");
+    let framing = Framing::SingleObject;
+    let consumer = group_consumer(k, &k.group("ledger"), false)?;
+    consumer.subscribe(&[source.as_str()])?;
+    let out = Out::new(k, None)?;
+    let upstream_partitions = topics::partitions(k, &k.events_topic(), Duration::from_secs(30))?;
+    let idle = Duration::from_millis(k.idle_flush_ms);
+    let mut tasks: BTreeMap<i32, Task<LedgerStage>> = BTreeMap::new();
+    let mut lout = LedgerOutput::default();
+    let mut buf = Vec::with_capacity(512);
+    tracing::info!(topic = %source, "ledger started");
+
+    let open = |p: i32| -> Result<Task<LedgerStage>, KafkaRunError> {
+        let (store, _stats) = PartitionStore::open(k, &config.state.dir, "ledger", &changelog, p)?;
+        let mut stage = LedgerStage::new(
+            setup.profiles.clone(),
+            setup.markets.clone(),
+            setup.card.clone(),
+            setup.lateness,
+            setup.cache_entries,
+        );
+        stage.enable_persistence();
+        stage.advance_watermark(None, Ts::MIN, &mut LedgerOutput::default())?;
+        let waiting = stage.restore(&store.backend)?;
+        let mut upstream = HashMap::new();
+        for q in 0..upstream_partitions {
+            if let Some(v) = store.backend.get(Family::Meta, upstream_key(q).as_bytes())? {
+                if let Some(w) = read_meta_i64(&v) {
+                    upstream.insert(q, w);
+                }
+            }
+        }
+        tracing::info!(partition = p, waiting, "ledger task ready");
+        Ok(Task {
+            store,
+            stage,
+            consumed: None,
+            last_input: Instant::now(),
+            dirty: false,
+            announced: Ts::MIN,
+            upstream,
+        })
+    };
+
+    while !shutdown.load(Ordering::SeqCst) {
+        let mut n = 0usize;
+        while n < k.batch_max {
+            for ev in take_rebalance_events(&consumer) {
+                apply_rebalance(ev, &mut tasks, &open)?;
+            }
+            let Some(m) = consumer.poll(if n == 0 { POLL } else { Duration::ZERO }) else {
+                break;
+            };
+            let m = m?;
+            for ev in take_rebalance_events(&consumer) {
+                apply_rebalance(ev, &mut tasks, &open)?;
+            }
+            n += 1;
+            let Some(t) = tasks.get_mut(&m.partition()) else {
+                continue;
+            };
+            if !admit_offset(t, m.offset()) {
+                continue;
+            }
+            t.dirty = true;
+            let payload = m.payload().unwrap_or_default();
+            if m.key() == Some(WATERMARK_KEY) {
+                match (payload.get(..4), payload.get(4..12)) {
+                    (Some(p), Some(w)) => {
+                        let src = i32::from_be_bytes(p.try_into().unwrap_or_default());
+                        let wm = i64::from_be_bytes(w.try_into().unwrap_or_default());
+                        let e = t.upstream.entry(src).or_insert(Ts::MIN);
+                        *e = (*e).max(wm);
+                    }
+                    _ => dead_letter(&out, &dlq, "ledger", &m, "malformed watermark record".into(), &framing)?,
+                }
+                continue;
+            }
+            t.last_input = Instant::now();
+            match decode_opened(payload) {
+                Err(e) => dead_letter(
+                    &out,
+                    &dlq,
+                    "ledger",
+                    &m,
+                    format!("not a ConversationOpened: {e}"),
+                    &framing,
+                )?,
+                Ok(c) => {
+                    let backend: &dyn Backend = &t.store.backend;
+                    t.stage.push(Some(backend), c, &mut lout)?;
+                }
+            }
+            emit_ledger(
+                &out,
+                &billing,
+                &dlq,
+                &source,
+                m.partition(),
+                &mut lout,
+                &framing,
+                &mut buf,
+            )?;
+        }
+        for (p, t) in tasks.iter_mut() {
+            let backend: &dyn Backend = &t.store.backend;
+            // Release what every upstream partition has moved past.
+            let min = (0..upstream_partitions)
+                .map(|q| t.upstream.get(&q).copied().unwrap_or(Ts::MIN))
+                .min();
+            if let Some(w) = min {
+                if w > Ts::MIN {
+                    let before = t.stage.stats.conversations;
+                    t.stage.advance_watermark(Some(backend), w, &mut lout)?;
+                    t.dirty |= t.stage.stats.conversations != before;
+                }
+            }
+            if t.stage.buffered() > 0 && t.last_input.elapsed() >= idle {
+                t.stage.flush(Some(backend), &mut lout)?;
+                t.dirty = true;
+                if t.consumed.is_none() {
+                    t.consumed = t.store.next_offset.map(|o| o - 1);
+                }
+            }
+            emit_ledger(&out, &billing, &dlq, &source, *p, &mut lout, &framing, &mut buf)?;
+        }
+        if !tasks.values().any(|t| t.dirty) {
+            continue;
+        }
+        out.flush(Duration::from_secs(120))?;
+        persist_and_commit(&out, &consumer, &source, &mut tasks, |t, set| {
+            for (q, w) in &t.upstream {
+                meta_i64(set, &upstream_key(*q), *w);
+            }
+            let purge = t.stage.stream_time().saturating_sub(LEDGER_RETENTION);
+            t.stage.drain(set, purge, true);
+            t.store.backend.set_purge_before(Family::Conversations, purge);
+            t.store.backend.set_purge_before(Family::Counters, purge);
+        })?;
+    }
+    out.flush(Duration::from_secs(30))?;
+    tracing::info!("ledger stopped");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_ledger(
+    out: &Out,
+    billing: &str,
+    dlq: &str,
+    source: &str,
+    partition: i32,
+    lout: &mut LedgerOutput,
+    framing: &Framing,
+    buf: &mut Vec<u8>,
+) -> Result<(), KafkaRunError> {
+    for b in lout.billed.drain(..) {
+        buf.clear();
+        encode_billed(&b, framing, buf);
+        out.send(OutRecord {
+            topic: billing,
+            key: b.opened.waba_id.as_bytes(),
+            value: Some(buf),
+            partition: None,
+            headers: None,
+        })?;
+    }
+    for r in lout.rejected.drain(..) {
+        rejected_dead_letter(out, dlq, "ledger", source, partition, &r, framing)?;
+    }
+    Ok(())
+}
