@@ -9,12 +9,12 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::clients::{group_consumer, Out, OutRecord};
-use super::{KafkaRunError, POLL};
-use crate::codec::avro::{encode_dead_letter, encode_event, DeadLetterRecord, Framing};
+use super::{Framings, KafkaRunError, POLL};
+use crate::codec::avro::{encode_dead_letter, encode_event, DeadLetterRecord};
 use crate::config::Config;
 use crate::ingest::Normaliser;
 
-pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), KafkaRunError> {
+pub fn run(config: &Config, framings: &Framings, shutdown: &AtomicBool) -> Result<(), KafkaRunError> {
     let k = &config.kafka;
     let source = k.webhooks_topic();
     let events_topic = k.events_topic();
@@ -22,7 +22,6 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), KafkaRunError> 
     let consumer = group_consumer(k, &k.group("ingest"), false)?;
     consumer.subscribe(&[source.as_str()])?;
     let out = Out::new(k, None)?;
-    let framing = Framing::SingleObject;
     let mut norm = Normaliser::new(config.on_premises(), config.max_payload_bytes);
     let mut events = Vec::new();
     let mut bad = Vec::new();
@@ -64,7 +63,7 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), KafkaRunError> 
                     }
                     for ev in events.drain(..) {
                         buf.clear();
-                        encode_event(&ev, &framing, &mut buf);
+                        encode_event(&ev, &framings.events, &mut buf);
                         out.send(OutRecord {
                             topic: &events_topic,
                             key: ev.user.as_bytes(),
@@ -77,7 +76,7 @@ pub fn run(config: &Config, shutdown: &AtomicBool) -> Result<(), KafkaRunError> 
             }
             for d in dead_letters {
                 buf.clear();
-                encode_dead_letter(&d, &framing, &mut buf);
+                encode_dead_letter(&d, &framings.dead_letter, &mut buf);
                 out.send(OutRecord {
                     topic: &dlq,
                     key: m.key().unwrap_or_default(),

@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::codec::avro::{Framing, RecordKind};
+use crate::codec::registry;
 use crate::config::Config;
 use crate::pipeline::engine::Setup;
 use crate::state::StoreError;
@@ -124,19 +126,21 @@ pub fn run(
     }
     topics::ensure(k, &specs)?;
     crate::billing::CountryResolver::warm_up();
+    let framings = Framings::resolve(config)?;
 
     let mut handles = Vec::new();
     for &stage in stages {
         let config = config.clone();
         let setup = setup.clone();
         let shutdown = shutdown.clone();
+        let framings = framings.clone();
         let h = std::thread::Builder::new()
             .name(format!("wabill-{}", stage.name()))
             .spawn(move || {
                 let r = match stage {
-                    StageKind::Ingest => ingest::run(&config, &shutdown),
-                    StageKind::Windows => stateful::run_windows(&config, &setup, &shutdown),
-                    StageKind::Ledger => stateful::run_ledger(&config, &setup, &shutdown),
+                    StageKind::Ingest => ingest::run(&config, &framings, &shutdown),
+                    StageKind::Windows => stateful::run_windows(&config, &setup, &framings, &shutdown),
+                    StageKind::Ledger => stateful::run_ledger(&config, &setup, &framings, &shutdown),
                 };
                 if let Err(e) = &r {
                     tracing::error!(stage = stage.name(), error = %e, "stage failed; stopping");
@@ -168,3 +172,41 @@ pub fn run(
 }
 
 pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+/// Wire framing of each output topic: Avro single-object encoding, or — with a schema
+/// registry — the Confluent wire format with the id the registry gave the schema under
+/// the `<topic>-value` subject.
+#[derive(Debug, Clone)]
+pub struct Framings {
+    pub events: Framing,
+    pub conversations: Framing,
+    pub billing: Framing,
+    pub dead_letter: Framing,
+}
+
+impl Framings {
+    pub fn resolve(config: &Config) -> Result<Framings, KafkaRunError> {
+        let k = &config.kafka;
+        let Some(url) = config.schema_registry.url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(Framings {
+                events: Framing::SingleObject,
+                conversations: Framing::SingleObject,
+                billing: Framing::SingleObject,
+                dead_letter: Framing::SingleObject,
+            });
+        };
+        let reg = |topic: String, kind: RecordKind| -> Result<Framing, KafkaRunError> {
+            let subject = registry::value_subject(&topic);
+            let id = registry::register(url, &subject, kind.schema_text())
+                .map_err(|e| KafkaRunError::Config(format!("schema registry {url}, subject {subject}: {e}")))?;
+            tracing::info!(%subject, id, "schema registered");
+            Ok(Framing::Confluent { schema_id: id })
+        };
+        Ok(Framings {
+            events: reg(k.events_topic(), RecordKind::MessageEvent)?,
+            conversations: reg(k.conversations_topic(), RecordKind::ConversationOpened)?,
+            billing: reg(k.billing_topic(), RecordKind::ConversationBilled)?,
+            dead_letter: reg(k.dead_letter_topic(), RecordKind::DeadLetter)?,
+        })
+    }
+}

@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::clients::{group_consumer, GroupConsumer, Out, OutRecord, RebalanceEvent};
 use super::store::PartitionStore;
-use super::{topics, KafkaRunError, POLL};
+use super::{topics, Framings, KafkaRunError, POLL};
 use crate::billing::Ts;
 use crate::codec::avro::{
     decode_event, decode_opened, encode_billed, encode_dead_letter, encode_opened, DeadLetterRecord, Framing,
@@ -176,13 +176,17 @@ fn admit_offset<S>(t: &mut Task<S>, offset: i64) -> bool {
     true
 }
 
-pub fn run_windows(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Result<(), KafkaRunError> {
+pub fn run_windows(
+    config: &Config,
+    setup: &Setup,
+    framings: &Framings,
+    shutdown: &AtomicBool,
+) -> Result<(), KafkaRunError> {
     let k = &config.kafka;
     let source = k.events_topic();
     let conv_topic = k.conversations_topic();
     let dlq = k.dead_letter_topic();
     let changelog = k.changelog_topic("windows");
-    let framing = Framing::SingleObject;
     let consumer = group_consumer(k, &k.group("windows"), false)?;
     consumer.subscribe(&[source.as_str()])?;
     let out = Out::new(k, None)?;
@@ -238,7 +242,14 @@ pub fn run_windows(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Res
             t.dirty = true;
             t.last_input = Instant::now();
             match decode_event(m.payload().unwrap_or_default()) {
-                Err(e) => dead_letter(&out, &dlq, "windows", &m, format!("not a MessageEvent: {e}"), &framing)?,
+                Err(e) => dead_letter(
+                    &out,
+                    &dlq,
+                    "windows",
+                    &m,
+                    format!("not a MessageEvent: {e}"),
+                    &framings.dead_letter,
+                )?,
                 Ok(ev) => {
                     let backend: &dyn Backend = &t.store.backend;
                     t.stage.push(Some(backend), ev, m.offset() as u64, &mut wout)?;
@@ -251,7 +262,7 @@ pub fn run_windows(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Res
                 &source,
                 m.partition(),
                 &mut wout,
-                &framing,
+                framings,
                 &mut buf,
             )?;
         }
@@ -261,7 +272,7 @@ pub fn run_windows(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Res
                 let backend: &dyn Backend = &t.store.backend;
                 t.stage.flush(Some(backend), &mut wout)?;
                 t.dirty = true;
-                emit_windows(&out, &conv_topic, &dlq, &source, *p, &mut wout, &framing, &mut buf)?;
+                emit_windows(&out, &conv_topic, &dlq, &source, *p, &mut wout, framings, &mut buf)?;
                 if t.consumed.is_none() {
                     t.consumed = t.store.next_offset.map(|o| o - 1);
                 }
@@ -285,10 +296,7 @@ pub fn run_windows(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Res
                         key: WATERMARK_KEY,
                         value: Some(&v),
                         partition: Some(q),
-                        headers: Some(OwnedHeaders::new().insert(Header {
-                            key: "wabill-type",
-                            value: Some("watermark"),
-                        })),
+                        headers: None,
                     })?;
                 }
             }
@@ -317,12 +325,12 @@ fn emit_windows(
     source: &str,
     partition: i32,
     wout: &mut WindowsOutput,
-    framing: &Framing,
+    framings: &Framings,
     buf: &mut Vec<u8>,
 ) -> Result<(), KafkaRunError> {
     for c in wout.opened.drain(..) {
         buf.clear();
-        encode_opened(&c, framing, buf);
+        encode_opened(&c, &framings.conversations, buf);
         out.send(OutRecord {
             topic: conv_topic,
             key: c.waba_id.as_bytes(),
@@ -332,7 +340,7 @@ fn emit_windows(
         })?;
     }
     for r in wout.rejected.drain(..) {
-        rejected_dead_letter(out, dlq, "windows", source, partition, &r, framing)?;
+        rejected_dead_letter(out, dlq, "windows", source, partition, &r, &framings.dead_letter)?;
     }
     Ok(())
 }
@@ -367,13 +375,17 @@ fn upstream_key(p: i32) -> String {
     format!("ledger.upstream.{p}")
 }
 
-pub fn run_ledger(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Result<(), KafkaRunError> {
+pub fn run_ledger(
+    config: &Config,
+    setup: &Setup,
+    framings: &Framings,
+    shutdown: &AtomicBool,
+) -> Result<(), KafkaRunError> {
     let k = &config.kafka;
     let source = k.conversations_topic();
     let billing = k.billing_topic();
     let dlq = k.dead_letter_topic();
     let changelog = k.changelog_topic("ledger");
-    let framing = Framing::SingleObject;
     let consumer = group_consumer(k, &k.group("ledger"), false)?;
     consumer.subscribe(&[source.as_str()])?;
     let out = Out::new(k, None)?;
@@ -446,7 +458,14 @@ pub fn run_ledger(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Resu
                         let e = t.upstream.entry(src).or_insert(Ts::MIN);
                         *e = (*e).max(wm);
                     }
-                    _ => dead_letter(&out, &dlq, "ledger", &m, "malformed watermark record".into(), &framing)?,
+                    _ => dead_letter(
+                        &out,
+                        &dlq,
+                        "ledger",
+                        &m,
+                        "malformed watermark record".into(),
+                        &framings.dead_letter,
+                    )?,
                 }
                 continue;
             }
@@ -458,7 +477,7 @@ pub fn run_ledger(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Resu
                     "ledger",
                     &m,
                     format!("not a ConversationOpened: {e}"),
-                    &framing,
+                    &framings.dead_letter,
                 )?,
                 Ok(c) => {
                     let backend: &dyn Backend = &t.store.backend;
@@ -472,7 +491,7 @@ pub fn run_ledger(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Resu
                 &source,
                 m.partition(),
                 &mut lout,
-                &framing,
+                framings,
                 &mut buf,
             )?;
         }
@@ -496,7 +515,7 @@ pub fn run_ledger(config: &Config, setup: &Setup, shutdown: &AtomicBool) -> Resu
                     t.consumed = t.store.next_offset.map(|o| o - 1);
                 }
             }
-            emit_ledger(&out, &billing, &dlq, &source, *p, &mut lout, &framing, &mut buf)?;
+            emit_ledger(&out, &billing, &dlq, &source, *p, &mut lout, framings, &mut buf)?;
         }
         if !tasks.values().any(|t| t.dirty) {
             continue;
@@ -525,12 +544,12 @@ fn emit_ledger(
     source: &str,
     partition: i32,
     lout: &mut LedgerOutput,
-    framing: &Framing,
+    framings: &Framings,
     buf: &mut Vec<u8>,
 ) -> Result<(), KafkaRunError> {
     for b in lout.billed.drain(..) {
         buf.clear();
-        encode_billed(&b, framing, buf);
+        encode_billed(&b, &framings.billing, buf);
         out.send(OutRecord {
             topic: billing,
             key: b.opened.waba_id.as_bytes(),
@@ -540,7 +559,7 @@ fn emit_ledger(
         })?;
     }
     for r in lout.rejected.drain(..) {
-        rejected_dead_letter(out, dlq, "ledger", source, partition, &r, framing)?;
+        rejected_dead_letter(out, dlq, "ledger", source, partition, &r, &framings.dead_letter)?;
     }
     Ok(())
 }

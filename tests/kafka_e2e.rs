@@ -1,0 +1,281 @@
+//! `wabill run` against a real broker (Tansu, SQLite storage): the billing topic must hold
+//! exactly the records `wabill replay` writes for the same webhooks — also when the
+//! processor is killed with SIGKILL again and again — and poison records must reach the
+//! dead-letter topic while everything else is billed.
+
+mod common;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use support::broker::{Broker, Record};
+use wabill::codec::avro::{decode_billed, decode_dead_letter};
+use wabill::sim::{self, Rng, SimConfig};
+
+const PARTITIONS: i32 = 4;
+
+fn billing_config(free_tier: u32) -> String {
+    format!(
+        "allowed_lateness_secs = 120\n[[waba]]\nid = \"{}\"\ntime_zone = \"America/Sao_Paulo\"\nmarkup_percent = \"12.5\"\nfree_tier = {free_tier}\n",
+        sim::waba_id(0)
+    )
+}
+
+fn run_config(broker: &Broker, prefix: &str, state_dir: &Path, free_tier: u32) -> String {
+    format!(
+        "{}\n[kafka]\nbrokers = \"{}\"\nprefix = \"{prefix}\"\npartitions = {PARTITIONS}\nbatch_max = 500\nidle_flush_ms = 3000\n\
+         [kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+         [state]\ndir = \"{}\"\n[http]\naddr = \"127.0.0.1:0\"\n",
+        billing_config(free_tier),
+        broker.bootstrap(),
+        state_dir.display()
+    )
+}
+
+struct Processor {
+    child: Child,
+}
+
+impl Processor {
+    fn start(config_path: &Path, log: &Path) -> Processor {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wabill"))
+            .args(["run", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", "wabill=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Processor { child }
+    }
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "wabill run did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn traffic(seed: u64, events: u64, users: u64) -> Vec<String> {
+    let cfg = SimConfig {
+        seed,
+        events,
+        users,
+        days: 10,
+        ..SimConfig::default()
+    };
+    let mut lines = Vec::new();
+    sim::generate(&cfg, |l| lines.push(l.to_string()));
+    lines
+}
+
+/// Records on the billing topic, decoded and rendered as the replay's JSON lines.
+fn billing_records(broker: &Broker, prefix: &str, expected: usize, timeout: Duration) -> Vec<String> {
+    let topic = format!("{prefix}-billing");
+    static READERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = READERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let got = broker.consume_all(&topic, &format!("{prefix}-test-reader-{n}"), expected, timeout);
+    got.iter()
+        .map(|c| {
+            let b = decode_billed(c.value.as_deref().unwrap_or_default()).expect("billing record decodes");
+            serde_json::to_string(&b.to_out()).unwrap()
+        })
+        .collect()
+}
+
+fn replay_reference(lines: &[String], free_tier: u32) -> Vec<String> {
+    let billed = common::replay_lines(lines, &billing_config(free_tier));
+    assert!(
+        billed.dead.is_empty(),
+        "reference replay has dead letters: {:?}",
+        billed.dead
+    );
+    billed.records.iter().map(Value::to_string).collect()
+}
+
+fn as_set(v: &[String]) -> BTreeSet<String> {
+    v.iter()
+        .map(|s| serde_json::from_str::<Value>(s).unwrap().to_string())
+        .collect()
+}
+
+fn produce_webhooks(broker: &Broker, prefix: &str, lines: &[String]) {
+    let records: Vec<Record> = lines.iter().map(|l| Record::new(b"", l.as_bytes())).collect();
+    broker.produce_records(&format!("{prefix}-webhooks"), &records);
+}
+
+/// Reads the billing topic until it holds every wanted record (duplicates allowed).
+fn wait_for_distinct(broker: &Broker, prefix: &str, want: &BTreeSet<String>, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = billing_records(broker, prefix, want.len() * 3, Duration::from_secs(15));
+        let distinct = as_set(&got);
+        if distinct.len() >= want.len() || Instant::now() > deadline {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn run_equals_replay_end_to_end() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "e2e";
+    let lines = traffic(21, 4000, 300);
+    let want = as_set(&replay_reference(&lines, 20));
+    assert!(want.len() > 300);
+    let cfg = dir.path().join("wabill.toml");
+    std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 20)).unwrap();
+    let mut p = Processor::start(&cfg, &dir.path().join("wabill.log"));
+    // Topics exist once the processor started; produce the whole month.
+    wait_for_topic(&broker, &format!("{prefix}-webhooks"));
+    produce_webhooks(&broker, prefix, &lines);
+    let got = wait_for_distinct(&broker, prefix, &want, Duration::from_secs(240));
+    let log = std::fs::read_to_string(dir.path().join("wabill.log")).unwrap_or_default();
+    let got_set = as_set(&got);
+    assert_eq!(got_set.len(), want.len(), "log tail:\n{}", tail(&log));
+    assert_eq!(got_set, want);
+    // Graceful stop: finishes the batch, leaves the groups, exit 0.
+    assert!(p.terminate().success(), "{}", tail(&log));
+}
+
+#[test]
+fn kill9_at_random_points_loses_nothing_and_never_takes_free_tier_twice() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "crash";
+    let lines = traffic(33, 4000, 300);
+    let reference = replay_reference(&lines, 20);
+    let want = as_set(&reference);
+    let cfg = dir.path().join("wabill.toml");
+    std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 20)).unwrap();
+    let log = dir.path().join("wabill.log");
+    let mut rng = Rng::new(0xC0FFEE);
+    let mut p = Processor::start(&cfg, &log);
+    wait_for_topic(&broker, &format!("{prefix}-webhooks"));
+    // Produce in slices while killing the processor at random moments.
+    let slices = 12;
+    let per = lines.len().div_ceil(slices);
+    let mut kills = 0;
+    for chunk in lines.chunks(per) {
+        produce_webhooks(&broker, prefix, chunk);
+        std::thread::sleep(Duration::from_millis(500 + rng.below(4000)));
+        p.kill9();
+        kills += 1;
+        p = Processor::start(&cfg, &log);
+    }
+    assert!(kills >= 10);
+    let got = wait_for_distinct(&broker, prefix, &want, Duration::from_secs(300));
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    // Every record is byte-identical to the replay's, duplicates included.
+    let got_set = as_set(&got);
+    assert_eq!(got_set, want, "log tail:\n{}", tail(&log_text));
+    // No conversation took free tier twice: per WABA-month, distinct free conversations
+    // equal the replay's, whatever the duplicates.
+    let free = |recs: &BTreeSet<String>| -> BTreeMap<(String, String), usize> {
+        let mut m = BTreeMap::new();
+        for r in recs {
+            let v: Value = serde_json::from_str(r).unwrap();
+            if v["free_tier"] == Value::Bool(true) {
+                *m.entry((v["waba_id"].to_string(), v["month"].to_string())).or_default() += 1;
+            }
+        }
+        m
+    };
+    assert_eq!(free(&got_set), free(&want));
+    assert!(p.terminate().success());
+}
+
+#[test]
+fn poison_records_go_to_the_dead_letter_topic_and_the_rest_is_billed() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "poison";
+    let lines = traffic(5, 800, 60);
+    let want = as_set(&replay_reference(&lines, 1000));
+    let cfg = dir.path().join("wabill.toml");
+    std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 1000)).unwrap();
+    let mut p = Processor::start(&cfg, &dir.path().join("wabill.log"));
+    wait_for_topic(&broker, &format!("{prefix}-webhooks"));
+    let mut poisoned: Vec<String> = lines.clone();
+    poisoned.insert(3, "this is not json".into());
+    poisoned.insert(10, r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"2"},"statuses":[{"id":"wamid.x","status":"delivered","timestamp":"1646092800","recipient_id":"12ab"}]}}]}]}"#.into());
+    produce_webhooks(&broker, prefix, &poisoned);
+    // Wrong Avro straight onto the events topic.
+    broker.produce_records(
+        &format!("{prefix}-events"),
+        &[Record::new(b"16505551234", b"\xC3\x01garbage")],
+    );
+    let got = wait_for_distinct(&broker, prefix, &want, Duration::from_secs(240));
+    assert_eq!(as_set(&got), want);
+    let dead = broker.consume_all(
+        &format!("{prefix}-dead-letter"),
+        "dl-reader",
+        3,
+        Duration::from_secs(60),
+    );
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|d| decode_dead_letter(d.value.as_deref().unwrap_or_default()).expect("dead letter decodes"))
+        .map(|d| format!("{}: {} ({} bytes)", d.stage, d.reason, d.original.len()))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("ingest:") && r.contains("not valid JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("ingest:") && r.contains("12ab")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("windows:") && r.contains("MessageEvent")),
+        "{reasons:?}"
+    );
+    assert!(p.terminate().success());
+}
+
+fn wait_for_topic(broker: &Broker, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.partitions(topic).len() < PARTITIONS as usize {
+        assert!(Instant::now() < deadline, "topic {topic} never appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn tail(s: &str) -> &str {
+    let n = s.len().saturating_sub(6000);
+    let mut i = n;
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
