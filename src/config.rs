@@ -1,6 +1,5 @@
 //! The one configuration type (TOML file, then flags), and its validated form.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -324,7 +323,7 @@ impl Config {
         if self.dedupe_horizon_secs < 36 * 3600 {
             return Err(ConfigError::HorizonTooShort);
         }
-        let mut by_id = HashMap::new();
+        let mut by_id = rustc_hash::FxHashMap::default();
         for w in &self.waba {
             let tz_name = w.time_zone.clone().unwrap_or_else(|| "UTC".into());
             let tz = Tz::from_str(&tz_name).map_err(|_| ConfigError::TimeZone {
@@ -395,7 +394,7 @@ impl WabaProfile {
 /// WABAs not in the configuration get the defaults (UTC, USD, 1,000 free, no markup).
 #[derive(Debug, Clone)]
 pub struct Profiles {
-    by_id: HashMap<String, Arc<WabaProfile>>,
+    by_id: rustc_hash::FxHashMap<String, Arc<WabaProfile>>,
     default: Arc<WabaProfile>,
 }
 
@@ -405,7 +404,7 @@ impl Profiles {
     }
     pub fn default_profiles() -> Profiles {
         Profiles {
-            by_id: HashMap::new(),
+            by_id: rustc_hash::FxHashMap::default(),
             default: Arc::new(WabaProfile::default_for("")),
         }
     }

@@ -61,7 +61,8 @@ struct Row {
 /// All rate card rows, indexed by (currency, market) and sorted by `effective_from`.
 #[derive(Debug, Clone, Default)]
 pub struct RateCard {
-    rows: HashMap<(String, String), Vec<Row>>,
+    /// currency → market → rows by `effective_from`.
+    rows: HashMap<String, HashMap<String, Vec<Row>>>,
 }
 
 fn slot(origin: Origin) -> usize {
@@ -117,20 +118,20 @@ impl RateCard {
                 }
                 rates[idx] = Some(d);
             }
-            let rows = card.rows.entry((currency, market)).or_default();
+            let rows = card.rows.entry(currency).or_default().entry(market).or_default();
             if rows.iter().any(|r| r.effective_from == effective_from) {
                 return Err(bad("duplicate (effective_from, market, currency)".into()));
             }
             rows.push(Row { effective_from, rates });
         }
-        for rows in card.rows.values_mut() {
+        for rows in card.rows.values_mut().flat_map(|m| m.values_mut()) {
             rows.sort_by_key(|r| r.effective_from);
         }
         Ok(card)
     }
 
     pub fn has_currency(&self, currency: &str) -> bool {
-        self.rows.keys().any(|(c, _)| c == currency)
+        self.rows.contains_key(currency)
     }
 
     /// The rate for `origin` in `market` on WABA-local `date`. Free entry point is never
@@ -144,10 +145,7 @@ impl RateCard {
             currency: currency.to_string(),
             date,
         };
-        let rows = self
-            .rows
-            .get(&(currency.to_string(), market.to_string()))
-            .ok_or_else(no_row)?;
+        let rows = self.rows.get(currency).and_then(|m| m.get(market)).ok_or_else(no_row)?;
         let row = rows
             .iter()
             .rev()

@@ -176,14 +176,12 @@ pub enum Header {
 }
 
 impl Header {
-    pub fn len(self) -> usize {
+    /// Bytes the header takes before the Avro body.
+    pub fn size(self) -> usize {
         match self {
             Header::SingleObject { .. } => SINGLE_OBJECT_HEADER_LEN,
             Header::Confluent { .. } => CONFLUENT_HEADER_LEN,
         }
-    }
-    pub fn is_empty(self) -> bool {
-        false
     }
 }
 
@@ -339,7 +337,7 @@ fn body_of(kind: RecordKind, bytes: &[u8]) -> Result<Reader<'_>, CodecError> {
     }
     Ok(Reader {
         buf: bytes,
-        pos: header.len(),
+        pos: header.size(),
     })
 }
 
@@ -512,7 +510,7 @@ fn parse_timestamp(field: &'static str, s: &str) -> Result<Ts, CodecError> {
     }
     let bad = || CodecError::BadTimestamp {
         field,
-        value: s.to_string(),
+        value: excerpt(s),
     };
     if let Some(secs) = s.strip_prefix('@') {
         return secs.parse::<i64>().map_err(|_| bad());
@@ -666,7 +664,7 @@ impl<'a> Reader<'a> {
         let s = self.str(field)?;
         Country::new(s).ok_or_else(|| CodecError::BadCountry {
             field,
-            value: s.to_string(),
+            value: excerpt(s),
         })
     }
 
@@ -674,7 +672,7 @@ impl<'a> Reader<'a> {
         let s = self.str(field)?;
         EraId::parse(s).ok_or_else(|| CodecError::BadEra {
             field,
-            value: s.to_string(),
+            value: excerpt(s),
         })
     }
 
@@ -682,7 +680,7 @@ impl<'a> Reader<'a> {
         let s = self.str(field)?;
         parse_origin(s).ok_or_else(|| CodecError::BadOrigin {
             field,
-            value: s.to_string(),
+            value: excerpt(s),
         })
     }
 
@@ -690,7 +688,7 @@ impl<'a> Reader<'a> {
         let s = self.str(field)?;
         Decimal::from_str_exact(s).map_err(|_| CodecError::BadDecimal {
             field,
-            value: s.to_string(),
+            value: excerpt(s),
         })
     }
 
@@ -704,6 +702,15 @@ impl<'a> Reader<'a> {
             0 => Ok(()),
             count => Err(CodecError::TrailingBytes { record, count }),
         }
+    }
+}
+
+/// At most 64 characters of a bad value, for error messages (the value may be huge).
+fn excerpt(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -1278,6 +1285,13 @@ mod tests {
         ] {
             assert!(parse_timestamp("t", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn error_values_are_cut_short() {
+        let e = parse_timestamp("t", &"é".repeat(10_000)).unwrap_err();
+        assert!(e.to_string().len() < 250, "{e}");
+        assert_eq!(excerpt("short"), "short");
     }
 
     #[test]

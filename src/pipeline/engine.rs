@@ -140,6 +140,20 @@ impl Engine {
         Ok(n)
     }
 
+    /// Declares the backend brand-new (see `Table::assume_complete`).
+    pub fn assume_fresh_store(&mut self) {
+        self.windows.assume_fresh_store();
+        self.ledger.assume_fresh_store();
+    }
+
+    /// Makes the persisted state durable on local disk.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        match self.backend.as_deref() {
+            Some(b) => b.sync(),
+            None => Ok(()),
+        }
+    }
+
     pub fn free_tier_used(&mut self, waba_id: &str, month: &str) -> Result<u64, StoreError> {
         let backend = self.backend.as_deref();
         self.ledger.used(backend, waba_id, month)

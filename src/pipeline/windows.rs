@@ -268,6 +268,11 @@ impl WindowsStage {
         self.messages.evict(purge_before, has_backend);
     }
 
+    pub fn assume_fresh_store(&mut self) {
+        self.scopes.assume_complete();
+        self.messages.assume_complete();
+    }
+
     /// Kafka path: from now on, events waiting for the watermark are journaled into the
     /// state (family `pending`) so a restart resumes exactly where the store stands.
     pub fn enable_persistence(&mut self) {

@@ -108,7 +108,11 @@ pub fn run(config: &Config, setup: &Setup, opts: &ReplayOptions) -> Result<Repla
         }
     };
     let backend = RocksBackend::open(&state_dir)?;
+    let fresh = backend.is_empty()?;
     let mut engine = Engine::new(setup, Some(Box::new(backend)));
+    if fresh {
+        engine.assume_fresh_store();
+    }
     let mut normaliser = Normaliser::new(config.on_premises(), config.max_payload_bytes);
 
     let dl_path = opts.dead_letter.clone().unwrap_or_else(|| "<stderr>".into());
@@ -242,6 +246,7 @@ pub fn run(config: &Config, setup: &Setup, opts: &ReplayOptions) -> Result<Repla
     engine.finish(&mut billed, &mut rejected)?;
     write_rejected(&mut dead, &starts, &mut rejected)?;
     engine.checkpoint()?;
+    engine.sync()?;
     dead.out.flush().map_err(|source| ReplayError::Output {
         path: dead.path.clone(),
         source,

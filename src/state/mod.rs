@@ -115,4 +115,6 @@ pub trait Backend {
     /// Values whose expiry is before this instant may be dropped by compaction. Driven
     /// by stream time (minus a safety margin), never by the wall clock.
     fn set_purge_before(&self, family: Family, ts: Ts);
+    /// Makes everything written so far durable locally (end of a replay, shutdown).
+    fn sync(&self) -> Result<(), StoreError>;
 }

@@ -19,6 +19,9 @@ pub struct Table<V> {
     dirty: Vec<Box<[u8]>>,
     /// Maximum entries kept after a drain; 0 = unbounded (pure in-memory runs).
     capacity: usize,
+    /// True while every key the backend holds is also in `map` (the store started empty
+    /// and nothing has been evicted for capacity): a miss then means absent, with no read.
+    complete: bool,
 }
 
 impl<V: StoreValue> Table<V> {
@@ -28,7 +31,14 @@ impl<V: StoreValue> Table<V> {
             map: FxHashMap::default(),
             dirty: Vec::new(),
             capacity,
+            complete: false,
         }
+    }
+
+    /// Declares that the backend holds nothing this table has not seen (a brand-new
+    /// store), so misses need no backend read until the first capacity eviction.
+    pub fn assume_complete(&mut self) {
+        self.complete = true;
     }
 
     pub fn len(&self) -> usize {
@@ -46,6 +56,9 @@ impl<V: StoreValue> Table<V> {
             return Ok(slot.value);
         }
         let Some(b) = backend else { return Ok(None) };
+        if self.complete {
+            return Ok(None);
+        }
         let value = match b.get(self.family, key)? {
             None => None,
             Some(bytes) => Some(V::decode(&bytes).ok_or_else(|| StoreError::Corrupt {
@@ -98,6 +111,7 @@ impl<V: StoreValue> Table<V> {
             s.dirty || s.value.is_some_and(|v| v.expires_at() >= purge_before) || (s.value.is_none() && has_backend)
         });
         if has_backend && self.capacity > 0 && self.map.len() > self.capacity {
+            self.complete = false;
             let target = self.capacity - self.capacity / 4;
             let mut excess = self.map.len() - target;
             self.map.retain(|_, s| {

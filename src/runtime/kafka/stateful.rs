@@ -206,6 +206,9 @@ pub fn run_windows(
             setup.cache_entries,
         );
         stage.enable_persistence();
+        if store.fresh {
+            stage.assume_fresh_store();
+        }
         let waiting = stage.restore(&store.backend)?;
         tracing::info!(partition = p, waiting, "windows task ready");
         Ok(Task {
@@ -407,6 +410,9 @@ pub fn run_ledger(
         );
         stage.enable_persistence();
         stage.advance_watermark(None, Ts::MIN, &mut LedgerOutput::default())?;
+        if store.fresh {
+            stage.assume_fresh_store();
+        }
         let waiting = stage.restore(&store.backend)?;
         let mut upstream = HashMap::new();
         for q in 0..upstream_partitions {

@@ -31,6 +31,8 @@ pub struct PartitionStore {
     /// Next input offset to apply; `None` for a brand-new store (start where the group
     /// stands).
     pub next_offset: Option<i64>,
+    /// Nothing local and nothing in the changelog: caches need no reads on a miss.
+    pub fresh: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -102,6 +104,7 @@ impl PartitionStore {
             .get(Family::Meta, INPUT_OFFSET.as_bytes())?
             .and_then(|v| read_meta_i64(&v))
             .map(|o| o + 1);
+        let fresh = backend.is_empty()?;
         let stats = RestoreStats {
             records,
             seconds: started.elapsed().as_secs_f64(),
@@ -120,6 +123,7 @@ impl PartitionStore {
                 backend,
                 changelog_topic: changelog_topic.to_string(),
                 next_offset,
+                fresh,
             },
             stats,
         ))
