@@ -34,7 +34,16 @@ pub fn run(config: &Config, framings: &Framings, shutdown: &AtomicBool) -> Resul
             let Some(m) = consumer.poll(if n == 0 { POLL } else { Duration::ZERO }) else {
                 break;
             };
-            let m = m?;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    // Broker unreachable, leader moved, ...: librdkafka reconnects and
+                    // retries; the loop just polls again.
+                    tracing::warn!(error = %e, "consume error (transient)");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
             n += 1;
             let payload = m.payload().unwrap_or_default();
             let dead = |reason: String, original: &[u8]| DeadLetterRecord {

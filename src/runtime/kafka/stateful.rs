@@ -50,6 +50,8 @@ struct Task<S> {
     announced: Ts,
     /// Upstream watermarks by source partition (ledger only).
     upstream: HashMap<i32, Ts>,
+    /// Set by an idle flush (caught up, nothing waiting); cleared by new input.
+    idle_flushed: bool,
 }
 
 fn dead_letter(
@@ -107,6 +109,16 @@ fn rejected_dead_letter(
         partition: None,
         headers: None,
     })
+}
+
+/// A partition is idle only when it is caught up: nothing waits in the broker beyond
+/// what was consumed. Slow fetches (a broker failing over, request errors) are not
+/// idleness, and flushing then would apply events out of event-time order.
+fn caught_up(consumer: &GroupConsumer, topic: &str, partition: i32, consumed: Option<i64>) -> bool {
+    match consumer.fetch_watermarks(topic, partition, Duration::from_secs(2)) {
+        Ok((_, high)) => consumed.map_or(high == 0, |c| c + 1 >= high),
+        Err(_) => false,
+    }
 }
 
 fn take_rebalance_events(consumer: &GroupConsumer) -> Vec<RebalanceEvent> {
@@ -219,6 +231,7 @@ pub fn run_windows(
             dirty: false,
             announced: Ts::MIN,
             upstream: HashMap::new(),
+            idle_flushed: false,
         })
     };
 
@@ -231,7 +244,16 @@ pub fn run_windows(
             let Some(m) = consumer.poll(if n == 0 { POLL } else { Duration::ZERO }) else {
                 break;
             };
-            let m = m?;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    // Broker unreachable, leader moved, ...: librdkafka reconnects and
+                    // retries; the loop just polls again.
+                    tracing::warn!(error = %e, "consume error (transient)");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
             for ev in take_rebalance_events(&consumer) {
                 apply_rebalance(ev, &mut tasks, &open)?;
             }
@@ -244,6 +266,7 @@ pub fn run_windows(
             }
             t.dirty = true;
             t.last_input = Instant::now();
+            t.idle_flushed = false;
             match decode_event(m.payload().unwrap_or_default()) {
                 Err(e) => dead_letter(
                     &out,
@@ -271,10 +294,19 @@ pub fn run_windows(
         }
         // Idle partitions: apply what waits for the watermark (wall clock, only here).
         for (p, t) in tasks.iter_mut() {
-            if t.stage.buffered() > 0 && t.last_input.elapsed() >= idle {
+            if t.stage.buffered() > 0
+                && t.last_input.elapsed() >= idle
+                && caught_up(
+                    &consumer,
+                    &source,
+                    *p,
+                    t.consumed.or(t.store.next_offset.map(|o| o - 1)),
+                )
+            {
                 let backend: &dyn Backend = &t.store.backend;
                 t.stage.flush(Some(backend), &mut wout)?;
                 t.dirty = true;
+                t.idle_flushed = true;
                 emit_windows(&out, &conv_topic, &dlq, &source, *p, &mut wout, framings, &mut buf)?;
                 if t.consumed.is_none() {
                     t.consumed = t.store.next_offset.map(|o| o - 1);
@@ -283,7 +315,7 @@ pub fn run_windows(
         }
         // Announce watermarks downstream: everything below was applied here.
         for (p, t) in tasks.iter_mut() {
-            let wm = if t.stage.buffered() == 0 && t.last_input.elapsed() >= idle {
+            let wm = if t.stage.buffered() == 0 && t.last_input.elapsed() >= idle && t.idle_flushed {
                 t.stage.stream_time().saturating_add(1)
             } else {
                 t.stage.watermark()
@@ -431,6 +463,7 @@ pub fn run_ledger(
             dirty: false,
             announced: Ts::MIN,
             upstream,
+            idle_flushed: false,
         })
     };
 
@@ -443,7 +476,16 @@ pub fn run_ledger(
             let Some(m) = consumer.poll(if n == 0 { POLL } else { Duration::ZERO }) else {
                 break;
             };
-            let m = m?;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    // Broker unreachable, leader moved, ...: librdkafka reconnects and
+                    // retries; the loop just polls again.
+                    tracing::warn!(error = %e, "consume error (transient)");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
             for ev in take_rebalance_events(&consumer) {
                 apply_rebalance(ev, &mut tasks, &open)?;
             }
@@ -514,7 +556,15 @@ pub fn run_ledger(
                     t.dirty |= t.stage.stats.conversations != before;
                 }
             }
-            if t.stage.buffered() > 0 && t.last_input.elapsed() >= idle {
+            if t.stage.buffered() > 0
+                && t.last_input.elapsed() >= idle
+                && caught_up(
+                    &consumer,
+                    &source,
+                    *p,
+                    t.consumed.or(t.store.next_offset.map(|o| o - 1)),
+                )
+            {
                 t.stage.flush(Some(backend), &mut lout)?;
                 t.dirty = true;
                 if t.consumed.is_none() {

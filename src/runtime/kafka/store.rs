@@ -61,7 +61,9 @@ impl PartitionStore {
             .and_then(|v| read_meta_i64(&v))
             .unwrap_or(-1);
         let consumer = plain_consumer(k, stage)?;
-        let (low, high) = consumer.fetch_watermarks(changelog_topic, partition, Duration::from_secs(30))?;
+        let (low, high) = super::topics::retry(Duration::from_secs(300), || {
+            consumer.fetch_watermarks(changelog_topic, partition, Duration::from_secs(10))
+        })?;
         let mut records = 0u64;
         let from = (local + 1).max(low);
         if high > from {
@@ -82,7 +84,16 @@ impl PartitionStore {
                 let Some(m) = consumer.poll(Duration::from_millis(200)) else {
                     continue;
                 };
-                let m = m?;
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Broker unreachable, leader moved, ...: librdkafka reconnects and
+                        // retries; the loop just polls again.
+                        tracing::warn!(error = %e, "consume error (transient)");
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                };
                 last = m.offset();
                 let Some(key) = m.key() else { continue };
                 let Some((&code, rest)) = key.split_first() else {

@@ -18,8 +18,24 @@ pub struct TopicSpec {
 }
 
 pub fn ensure(k: &KafkaConfig, specs: &[TopicSpec]) -> Result<(), KafkaRunError> {
+    // Only missing topics are created: clusters that forbid CreateTopics to applications
+    // work as long as the topics were made beforehand.
+    let probe: BaseConsumer = base_config(k).create()?;
+    let md = retry(Duration::from_secs(60), || {
+        probe.fetch_metadata(None, Duration::from_secs(10))
+    })?;
+    let existing: std::collections::HashSet<&str> = md
+        .topics()
+        .iter()
+        .filter(|t| !t.partitions().is_empty())
+        .map(|t| t.name())
+        .collect();
+    let missing: Vec<&TopicSpec> = specs.iter().filter(|s| !existing.contains(s.name.as_str())).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = base_config(k).create()?;
-    let new: Vec<NewTopic> = specs
+    let new: Vec<NewTopic> = missing
         .iter()
         .map(|s| {
             let t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(k.replication));
@@ -56,7 +72,9 @@ pub fn partitions(k: &KafkaConfig, topic: &str, timeout: Duration) -> Result<i32
     let c: BaseConsumer = base_config(k).create()?;
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let md = c.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+        let md = retry(Duration::from_secs(60), || {
+            c.fetch_metadata(Some(topic), Duration::from_secs(5))
+        })?;
         if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
             if !t.partitions().is_empty() {
                 return Ok(t.partitions().len() as i32);
@@ -69,5 +87,21 @@ pub fn partitions(k: &KafkaConfig, topic: &str, timeout: Duration) -> Result<i32
             });
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Retries a metadata request through transient failures (broker restarting, leader
+/// moving) until `within` has passed.
+pub fn retry<T>(within: Duration, mut f: impl FnMut() -> rdkafka::error::KafkaResult<T>) -> Result<T, KafkaRunError> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "metadata request failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
