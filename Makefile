@@ -3,6 +3,7 @@
 # Builds go to a cache directory that survives between runs on the same machine
 # (rocksdb and librdkafka take minutes to build cold); a fresh machine just builds.
 WABILL_CACHE ?= $(HOME)/.cache/wabill
+export WABILL_CACHE
 export CARGO_TARGET_DIR ?= $(WABILL_CACHE)/target
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug/wabill
@@ -11,7 +12,7 @@ SAMPLE := data/sample/webhooks-2022-03.jsonl
 SAMPLE_CONFIG := data/sample/wabill.toml
 OUT := $(WABILL_CACHE)/out
 
-.PHONY: all build release test lint fmt run bench bench-quick sample-data deps clean
+.PHONY: all build release test lint fmt run bench bench-quick sample-data deps broker clean
 
 all: build
 
@@ -25,8 +26,12 @@ build:
 release:
 	$(CARGO) build --release
 
-## test: formatting, lints, then every test (unit, property, golden, integration)
-test: lint
+## broker: install the Tansu broker the integration tests start (cached; ~11 min cold)
+broker:
+	@./scripts/install-tansu.sh
+
+## test: formatting, lints, then every test (unit, property, golden, real-broker integration)
+test: lint broker
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 

@@ -117,6 +117,17 @@ fn replay_reference(lines: &[String], free_tier: u32) -> Vec<String> {
     billed.records.iter().map(Value::to_string).collect()
 }
 
+fn assert_same(got: &BTreeSet<String>, want: &BTreeSet<String>, context: &str) {
+    let missing: Vec<_> = want.difference(got).take(3).collect();
+    let extra: Vec<_> = got.difference(want).take(3).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} missing, {} unexpected\nmissing e.g. {missing:#?}\nunexpected e.g. {extra:#?}\n{context}",
+        want.difference(got).count(),
+        got.difference(want).count()
+    );
+}
+
 fn as_set(v: &[String]) -> BTreeSet<String> {
     v.iter()
         .map(|s| serde_json::from_str::<Value>(s).unwrap().to_string())
@@ -150,6 +161,7 @@ fn run_equals_replay_end_to_end() {
     assert!(want.len() > 300);
     let cfg = dir.path().join("wabill.toml");
     std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 20)).unwrap();
+    broker.create_topic(&format!("{prefix}-webhooks"), 1, false);
     let mut p = Processor::start(&cfg, &dir.path().join("wabill.log"));
     // Topics exist once the processor started; produce the whole month.
     wait_for_topic(&broker, &format!("{prefix}-webhooks"));
@@ -157,8 +169,7 @@ fn run_equals_replay_end_to_end() {
     let got = wait_for_distinct(&broker, prefix, &want, Duration::from_secs(240));
     let log = std::fs::read_to_string(dir.path().join("wabill.log")).unwrap_or_default();
     let got_set = as_set(&got);
-    assert_eq!(got_set.len(), want.len(), "log tail:\n{}", tail(&log));
-    assert_eq!(got_set, want);
+    assert_same(&got_set, &want, tail(&log));
     // Graceful stop: finishes the batch, leaves the groups, exit 0.
     assert!(p.terminate().success(), "{}", tail(&log));
 }
@@ -175,6 +186,7 @@ fn kill9_at_random_points_loses_nothing_and_never_takes_free_tier_twice() {
     std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 20)).unwrap();
     let log = dir.path().join("wabill.log");
     let mut rng = Rng::new(0xC0FFEE);
+    broker.create_topic(&format!("{prefix}-webhooks"), 1, false);
     let mut p = Processor::start(&cfg, &log);
     wait_for_topic(&broker, &format!("{prefix}-webhooks"));
     // Produce in slices while killing the processor at random moments.
@@ -193,7 +205,7 @@ fn kill9_at_random_points_loses_nothing_and_never_takes_free_tier_twice() {
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     // Every record is byte-identical to the replay's, duplicates included.
     let got_set = as_set(&got);
-    assert_eq!(got_set, want, "log tail:\n{}", tail(&log_text));
+    assert_same(&got_set, &want, tail(&log_text));
     // No conversation took free tier twice: per WABA-month, distinct free conversations
     // equal the replay's, whatever the duplicates.
     let free = |recs: &BTreeSet<String>| -> BTreeMap<(String, String), usize> {
@@ -219,6 +231,7 @@ fn poison_records_go_to_the_dead_letter_topic_and_the_rest_is_billed() {
     let want = as_set(&replay_reference(&lines, 1000));
     let cfg = dir.path().join("wabill.toml");
     std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 1000)).unwrap();
+    broker.create_topic(&format!("{prefix}-webhooks"), 1, false);
     let mut p = Processor::start(&cfg, &dir.path().join("wabill.log"));
     wait_for_topic(&broker, &format!("{prefix}-webhooks"));
     let mut poisoned: Vec<String> = lines.clone();
@@ -231,7 +244,7 @@ fn poison_records_go_to_the_dead_letter_topic_and_the_rest_is_billed() {
         &[Record::new(b"16505551234", b"\xC3\x01garbage")],
     );
     let got = wait_for_distinct(&broker, prefix, &want, Duration::from_secs(240));
-    assert_eq!(as_set(&got), want);
+    assert_same(&as_set(&got), &want, "");
     let dead = broker.consume_all(
         &format!("{prefix}-dead-letter"),
         "dl-reader",
@@ -263,9 +276,88 @@ fn poison_records_go_to_the_dead_letter_topic_and_the_rest_is_billed() {
     assert!(p.terminate().success());
 }
 
+#[test]
+fn second_instance_joins_and_leaves_mid_stream() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "rebalance";
+    let lines = traffic(44, 4000, 300);
+    let want = as_set(&replay_reference(&lines, 20));
+    let cfg1 = dir.path().join("one.toml");
+    let cfg2 = dir.path().join("two.toml");
+    std::fs::write(&cfg1, run_config(&broker, prefix, &dir.path().join("state-1"), 20)).unwrap();
+    std::fs::write(&cfg2, run_config(&broker, prefix, &dir.path().join("state-2"), 20)).unwrap();
+    let (log1, log2) = (dir.path().join("one.log"), dir.path().join("two.log"));
+    broker.create_topic(&format!("{prefix}-webhooks"), 1, false);
+    let mut p1 = Processor::start(&cfg1, &log1);
+    wait_for_topic(&broker, &format!("{prefix}-webhooks"));
+    let third = lines.len() / 3;
+    produce_webhooks(&broker, prefix, &lines[..third]);
+    std::thread::sleep(Duration::from_secs(8));
+    // A second instance joins: partitions move to it and are restored from changelogs.
+    let mut p2 = Processor::start(&cfg2, &log2);
+    produce_webhooks(&broker, prefix, &lines[third..2 * third]);
+    std::thread::sleep(Duration::from_secs(15));
+    // It leaves gracefully: its partitions come back to the first instance.
+    assert!(p2.terminate().success());
+    produce_webhooks(&broker, prefix, &lines[2 * third..]);
+    let got = wait_for_distinct(&broker, prefix, &want, Duration::from_secs(240));
+    let l1 = std::fs::read_to_string(&log1).unwrap_or_default();
+    let l2 = std::fs::read_to_string(&log2).unwrap_or_default();
+    assert_eq!(
+        as_set(&got),
+        want,
+        "instance 1:\n{}\ninstance 2:\n{}",
+        tail(&l1),
+        tail(&l2)
+    );
+    // Restores were observed: the joining instance rebuilt stores from the changelogs.
+    let restored_with_records = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("store restored") && !l.contains("records=0"))
+            .count()
+    };
+    assert!(
+        restored_with_records(&l2) > 0,
+        "instance 2 restored nothing:\n{}",
+        tail(&l2)
+    );
+    assert!(p1.terminate().success());
+}
+
+#[test]
+fn broker_restart_mid_stream_loses_nothing() {
+    let mut broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "brokerrestart";
+    let lines = traffic(55, 3000, 250);
+    let want = as_set(&replay_reference(&lines, 20));
+    let cfg = dir.path().join("wabill.toml");
+    std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 20)).unwrap();
+    let log = dir.path().join("wabill.log");
+    broker.create_topic(&format!("{prefix}-webhooks"), 1, false);
+    let mut p = Processor::start(&cfg, &log);
+    wait_for_topic(&broker, &format!("{prefix}-webhooks"));
+    let half = lines.len() / 2;
+    produce_webhooks(&broker, prefix, &lines[..half]);
+    std::thread::sleep(Duration::from_secs(4));
+    broker.kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.restart();
+    produce_webhooks(&broker, prefix, &lines[half..]);
+    let got = wait_for_distinct(&broker, prefix, &want, Duration::from_secs(240));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_same(&as_set(&got), &want, tail(&text));
+    assert!(
+        p.terminate().success(),
+        "the processor survived the broker restart:\n{}",
+        tail(&text)
+    );
+}
+
 fn wait_for_topic(broker: &Broker, topic: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while broker.partitions(topic).len() < PARTITIONS as usize {
+    while broker.partitions(topic).is_empty() {
         assert!(Instant::now() < deadline, "topic {topic} never appeared");
         std::thread::sleep(Duration::from_millis(200));
     }

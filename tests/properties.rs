@@ -254,7 +254,12 @@ fn rocksdb_store_equals_memory_store() {
 /// bills nothing (state read back from RocksDB, not from a warm cache).
 #[test]
 fn reused_state_dir_continues_from_its_state() {
-    let cfg = SimConfig { seed: 5, events: 3000, users: 150, ..SimConfig::default() };
+    let cfg = SimConfig {
+        seed: 5,
+        events: 3000,
+        users: 150,
+        ..SimConfig::default()
+    };
     let mut lines = Vec::new();
     sim::generate(&cfg, |l| lines.push(l.to_string()));
     let dir = tempfile::tempdir().unwrap();
@@ -268,6 +273,14 @@ fn reused_state_dir_continues_from_its_state() {
     // Nothing is billed twice: recent events are windows duplicates (dedupe memory, 7 days);
     // conversations re-opened from events older than that horizon are ledger duplicates
     // (conversation ids are remembered 100 days).
-    assert!(second.records.is_empty(), "{} records billed twice", second.records.len());
-    assert!(second.report.duplicates >= first.report.events / 4, "{}", second.report.duplicates);
+    assert!(
+        second.records.is_empty(),
+        "{} records billed twice",
+        second.records.len()
+    );
+    assert!(
+        second.report.duplicates >= first.report.events / 4,
+        "{}",
+        second.report.duplicates
+    );
 }
