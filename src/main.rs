@@ -1,3 +1,8 @@
+/// The engine allocates small strings per event; mimalloc is far faster than glibc's
+/// allocator for that pattern (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -52,7 +52,8 @@ pub struct Engine {
 impl Engine {
     /// `backend: None` keeps all state in memory (tests, the pure-engine benchmark).
     pub fn new(setup: &Setup, backend: Option<Box<dyn Backend>>) -> Self {
-        Engine {
+        let memory_only = backend.is_none();
+        let mut e = Engine {
             windows: WindowsStage::new(
                 setup.profiles.clone(),
                 setup.lateness,
@@ -69,7 +70,12 @@ impl Engine {
             backend,
             wout: WindowsOutput::default(),
             lout: LedgerOutput::default(),
+        };
+        if memory_only {
+            e.windows.memory_only();
+            e.ledger.memory_only();
         }
+        e
     }
 
     pub fn push(

@@ -90,10 +90,13 @@ impl LedgerStage {
         c: ConversationOpened,
         out: &mut LedgerOutput,
     ) -> Result<(), StoreError> {
-        let key = (c.opened_at, c.conversation_id.clone());
         let encoded = self.journal.enabled.then(|| encode_opened_pending(&c));
-        match self.reorder.admit(c.opened_at, key, c) {
-            Admit::Late(c) => {
+        let mut c = c;
+        // The id moves into the ordering key while waiting and comes back on release.
+        let key = (c.opened_at, std::mem::take(&mut c.conversation_id));
+        match self.reorder.admit(key.0, key, c) {
+            Admit::Late(key, mut c) => {
+                c.conversation_id = key.1;
                 self.stats.late += 1;
                 self.apply(backend, c, out)?;
             }
@@ -107,7 +110,8 @@ impl LedgerStage {
     }
 
     fn release(&mut self, backend: Option<&dyn Backend>, out: &mut LedgerOutput) -> Result<(), StoreError> {
-        while let Some((seq, c)) = self.reorder.pop_ready(|k| k.0) {
+        while let Some((seq, key, mut c)) = self.reorder.pop_ready(|k| k.0) {
+            c.conversation_id = key.1;
             self.journal.removed(seq);
             self.apply(backend, c, out)?;
         }
@@ -124,6 +128,11 @@ impl LedgerStage {
     ) -> Result<(), StoreError> {
         self.reorder.set_external_watermark(w);
         self.release(backend, out)
+    }
+
+    pub fn memory_only(&mut self) {
+        self.seen.untracked();
+        self.counters.untracked();
     }
 
     pub fn assume_fresh_store(&mut self) {
@@ -161,7 +170,8 @@ impl LedgerStage {
     }
 
     pub fn flush(&mut self, backend: Option<&dyn Backend>, out: &mut LedgerOutput) -> Result<(), StoreError> {
-        while let Some((seq, c)) = self.reorder.pop_any() {
+        while let Some((seq, key, mut c)) = self.reorder.pop_any() {
+            c.conversation_id = key.1;
             self.journal.removed(seq);
             self.apply(backend, c, out)?;
         }

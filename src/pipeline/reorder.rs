@@ -33,10 +33,11 @@ impl<K: Ord, T> Ord for Keyed<K, T> {
     }
 }
 
-pub enum Admit<T> {
+pub enum Admit<K, T> {
     /// Waiting; the number identifies it in a persisted buffer.
     Buffered(u64),
-    Late(T),
+    /// Behind the watermark: handed back (with its key) to be applied at once.
+    Late(K, T),
 }
 
 /// `K` starts with the event time; the rest breaks ties deterministically.
@@ -98,10 +99,10 @@ impl<K: Ord, T> ReorderBuffer<K, T> {
         self.heap.push(Reverse(Keyed { key, seq, item }));
     }
 
-    pub fn admit(&mut self, ts: Ts, key: K, item: T) -> Admit<T> {
+    pub fn admit(&mut self, ts: Ts, key: K, item: T) -> Admit<K, T> {
         if ts < self.watermark() {
             self.max_seen = self.max_seen.max(ts);
-            return Admit::Late(item);
+            return Admit::Late(key, item);
         }
         self.max_seen = self.max_seen.max(ts);
         self.seq += 1;
@@ -114,10 +115,12 @@ impl<K: Ord, T> ReorderBuffer<K, T> {
     }
 
     /// Pops the next item whose time (given by `time_of`) is below the watermark.
-    pub fn pop_ready(&mut self, time_of: impl Fn(&K) -> Ts) -> Option<(u64, T)> {
+    /// Returns the key too: callers may move parts of an item into its key (to avoid
+    /// cloning) and put them back.
+    pub fn pop_ready(&mut self, time_of: impl Fn(&K) -> Ts) -> Option<(u64, K, T)> {
         let w = self.watermark();
         match self.heap.peek() {
-            Some(Reverse(k)) if time_of(&k.key) < w => self.heap.pop().map(|Reverse(k)| (k.seq, k.item)),
+            Some(Reverse(k)) if time_of(&k.key) < w => self.heap.pop().map(|Reverse(k)| (k.seq, k.key, k.item)),
             _ => None,
         }
     }
@@ -128,8 +131,8 @@ impl<K: Ord, T> ReorderBuffer<K, T> {
     }
 
     /// Pops the next item regardless of the watermark (end of input, idle flush).
-    pub fn pop_any(&mut self) -> Option<(u64, T)> {
-        self.heap.pop().map(|Reverse(k)| (k.seq, k.item))
+    pub fn pop_any(&mut self) -> Option<(u64, K, T)> {
+        self.heap.pop().map(|Reverse(k)| (k.seq, k.key, k.item))
     }
 }
 
@@ -142,14 +145,14 @@ mod tests {
         let mut b: ReorderBuffer<(Ts, u32), u32> = ReorderBuffer::new(10);
         let mut out = vec![];
         for (ts, id) in [(5, 1), (3, 2), (14, 3), (16, 4), (2, 5), (30, 6)] {
-            if let Admit::Late(x) = b.admit(ts, (ts, id), id) {
+            if let Admit::Late(_, x) = b.admit(ts, (ts, id), id) {
                 out.push(100 + x);
             }
-            while let Some((_, x)) = b.pop_ready(|k| k.0) {
+            while let Some((_, _, x)) = b.pop_ready(|k| k.0) {
                 out.push(x);
             }
         }
-        while let Some((_, x)) = b.pop_any() {
+        while let Some((_, _, x)) = b.pop_any() {
             out.push(x);
         }
         // 2@ts3, 1@ts5 released when 16 arrives (watermark 6); 5@ts2 is late then.

@@ -116,10 +116,14 @@ impl WindowsStage {
             self.reject_era(&ev, position, out);
             return Ok(());
         }
-        let key = (ev.ts, class, ev.message_id.clone(), ev.kind.rank());
         let encoded = self.journal.enabled.then(|| encode_pending(&ev, position));
-        match self.reorder.admit(ev.ts, key, (ev, position)) {
-            Admit::Late((ev, pos)) => {
+        // The message id moves into the ordering key while the event waits (no clone)
+        // and is put back when it is released.
+        let mut ev = ev;
+        let key = (ev.ts, class, std::mem::take(&mut ev.message_id), ev.kind.rank());
+        match self.reorder.admit(key.0, key, (ev, position)) {
+            Admit::Late(key, (mut ev, pos)) => {
+                ev.message_id = key.2;
                 self.stats.late += 1;
                 self.apply(backend, &ev, pos, true, out)?;
             }
@@ -129,7 +133,8 @@ impl WindowsStage {
                 }
             }
         }
-        while let Some((seq, (ev, pos))) = self.reorder.pop_ready(|k| k.0) {
+        while let Some((seq, key, (mut ev, pos))) = self.reorder.pop_ready(|k| k.0) {
+            ev.message_id = key.2;
             self.journal.removed(seq);
             self.apply(backend, &ev, pos, false, out)?;
         }
@@ -138,7 +143,8 @@ impl WindowsStage {
 
     /// Applies everything still buffered (end of input, or an idle partition).
     pub fn flush(&mut self, backend: Option<&dyn Backend>, out: &mut WindowsOutput) -> Result<(), StoreError> {
-        while let Some((seq, (ev, pos))) = self.reorder.pop_any() {
+        while let Some((seq, key, (mut ev, pos))) = self.reorder.pop_any() {
+            ev.message_id = key.2;
             self.journal.removed(seq);
             self.apply(backend, &ev, pos, false, out)?;
         }
@@ -266,6 +272,12 @@ impl WindowsStage {
         }
         self.scopes.evict(purge_before, has_backend);
         self.messages.evict(purge_before, has_backend);
+    }
+
+    /// No backend at all (tests, the pure-engine benchmark): skip dirty bookkeeping.
+    pub fn memory_only(&mut self) {
+        self.scopes.untracked();
+        self.messages.untracked();
     }
 
     pub fn assume_fresh_store(&mut self) {

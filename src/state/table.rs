@@ -22,6 +22,8 @@ pub struct Table<V> {
     /// True while every key the backend holds is also in `map` (the store started empty
     /// and nothing has been evicted for capacity): a miss then means absent, with no read.
     complete: bool,
+    /// Whether writes are remembered for `drain_dirty` (false for pure in-memory runs).
+    track: bool,
 }
 
 impl<V: StoreValue> Table<V> {
@@ -32,6 +34,7 @@ impl<V: StoreValue> Table<V> {
             dirty: Vec::new(),
             capacity,
             complete: false,
+            track: true,
         }
     }
 
@@ -71,7 +74,21 @@ impl<V: StoreValue> Table<V> {
         Ok(value)
     }
 
+    /// Pure in-memory tables (no backend) never drain, so they skip dirty bookkeeping.
+    pub fn untracked(&mut self) {
+        self.track = false;
+    }
+
     pub fn put(&mut self, key: &[u8], value: Option<V>) {
+        if !self.track {
+            match self.map.get_mut(key) {
+                Some(slot) => slot.value = value,
+                None => {
+                    self.map.insert(key.into(), Slot { value, dirty: false });
+                }
+            }
+            return;
+        }
         match self.map.get_mut(key) {
             Some(slot) => {
                 slot.value = value;
