@@ -16,9 +16,11 @@ pub fn conversation_id(phone_number_id: &str, user: &str, category: &str, opened
     }
     h.update(opened_at.to_be_bytes());
     let digest = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(32);
     for b in &digest[..16] {
-        s.push_str(&format!("{b:02x}"));
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
     }
     s
 }

@@ -4,8 +4,6 @@
 //! a hand-typed prefix list, so +1 876 is Jamaica and +1 242 the Bahamas. The market
 //! comes from a mapping file (`data/markets.csv`, shipped inside the binary).
 
-use std::collections::HashMap;
-
 use phonenumber::metadata::DATABASE;
 use rustc_hash::FxHashMap;
 use thiserror::Error;
@@ -124,7 +122,7 @@ pub enum MarketMapError {
 /// Country → market, from the mapping file. Countries not listed are in "Other".
 #[derive(Debug, Clone)]
 pub struct MarketMap {
-    by_country: HashMap<Country, String>,
+    by_country: FxHashMap<Country, String>,
 }
 
 pub const OTHER_MARKET: &str = "Other";
@@ -134,13 +132,13 @@ impl MarketMap {
     pub fn bundled() -> Self {
         // The bundled file is checked by a unit test; an error here is a build defect.
         Self::parse(BUNDLED_MARKETS).unwrap_or_else(|_| MarketMap {
-            by_country: HashMap::new(),
+            by_country: FxHashMap::default(),
         })
     }
 
     /// Parses `country,market` lines (header first; `#` comments allowed).
     pub fn parse(text: &str) -> Result<Self, MarketMapError> {
-        let mut by_country = HashMap::new();
+        let mut by_country = FxHashMap::default();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if i == 0 || line.is_empty() || line.starts_with('#') {

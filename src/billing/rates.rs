@@ -1,7 +1,7 @@
 //! Rate cards (SPEC §5): CSV rows of (effective_from, market, currency, rate per origin).
 //! The row in effect at a conversation's `opened_at` (WABA-local date) prices it.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::str::FromStr;
 
 use chrono::NaiveDate;
@@ -62,7 +62,7 @@ struct Row {
 #[derive(Debug, Clone, Default)]
 pub struct RateCard {
     /// currency → market → rows by `effective_from`.
-    rows: HashMap<String, HashMap<String, Vec<Row>>>,
+    rows: FxHashMap<String, FxHashMap<String, Vec<Row>>>,
 }
 
 fn slot(origin: Origin) -> usize {

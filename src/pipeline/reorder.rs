@@ -10,11 +10,16 @@ use std::collections::BinaryHeap;
 
 use crate::billing::Ts;
 
+/// Heap entry: the ordering key and where the item lives. Items stay put in a slab, so
+/// sifting the heap moves a few words, not whole events.
 pub struct Keyed<K: Ord, T> {
     key: K,
     seq: u64,
-    item: T,
+    item: Slot<T>,
 }
+
+/// Index into the slab (the type parameter keeps entries typed).
+pub struct Slot<T>(usize, std::marker::PhantomData<fn() -> T>);
 
 impl<K: Ord, T> PartialEq for Keyed<K, T> {
     fn eq(&self, o: &Self) -> bool {
@@ -43,6 +48,8 @@ pub enum Admit<K, T> {
 /// `K` starts with the event time; the rest breaks ties deterministically.
 pub struct ReorderBuffer<K: Ord, T> {
     heap: BinaryHeap<Reverse<Keyed<K, T>>>,
+    slab: Vec<Option<T>>,
+    free: Vec<usize>,
     lateness: Ts,
     max_seen: Ts,
     seq: u64,
@@ -55,6 +62,8 @@ impl<K: Ord, T> ReorderBuffer<K, T> {
     pub fn new(lateness: Ts) -> Self {
         ReorderBuffer {
             heap: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             lateness,
             max_seen: Ts::MIN,
             seq: 0,
@@ -96,7 +105,27 @@ impl<K: Ord, T> ReorderBuffer<K, T> {
     /// Puts back an item that was waiting when the state was persisted.
     pub fn restore(&mut self, seq: u64, key: K, item: T) {
         self.seq = self.seq.max(seq);
+        let item = self.store(item);
         self.heap.push(Reverse(Keyed { key, seq, item }));
+    }
+
+    fn store(&mut self, item: T) -> Slot<T> {
+        match self.free.pop() {
+            Some(i) => {
+                self.slab[i] = Some(item);
+                Slot(i, std::marker::PhantomData)
+            }
+            None => {
+                self.slab.push(Some(item));
+                Slot(self.slab.len() - 1, std::marker::PhantomData)
+            }
+        }
+    }
+
+    fn take(&mut self, slot: Slot<T>) -> Option<T> {
+        let item = self.slab.get_mut(slot.0)?.take();
+        self.free.push(slot.0);
+        item
     }
 
     pub fn admit(&mut self, ts: Ts, key: K, item: T) -> Admit<K, T> {
@@ -106,6 +135,7 @@ impl<K: Ord, T> ReorderBuffer<K, T> {
         }
         self.max_seen = self.max_seen.max(ts);
         self.seq += 1;
+        let item = self.store(item);
         self.heap.push(Reverse(Keyed {
             key,
             seq: self.seq,
@@ -120,7 +150,11 @@ impl<K: Ord, T> ReorderBuffer<K, T> {
     pub fn pop_ready(&mut self, time_of: impl Fn(&K) -> Ts) -> Option<(u64, K, T)> {
         let w = self.watermark();
         match self.heap.peek() {
-            Some(Reverse(k)) if time_of(&k.key) < w => self.heap.pop().map(|Reverse(k)| (k.seq, k.key, k.item)),
+            Some(Reverse(k)) if time_of(&k.key) < w => {
+                let Reverse(k) = self.heap.pop()?;
+                let item = self.take(k.item)?;
+                Some((k.seq, k.key, item))
+            }
             _ => None,
         }
     }
@@ -132,7 +166,9 @@ impl<K: Ord, T> ReorderBuffer<K, T> {
 
     /// Pops the next item regardless of the watermark (end of input, idle flush).
     pub fn pop_any(&mut self) -> Option<(u64, K, T)> {
-        self.heap.pop().map(|Reverse(k)| (k.seq, k.key, k.item))
+        let Reverse(k) = self.heap.pop()?;
+        let item = self.take(k.item)?;
+        Some((k.seq, k.key, item))
     }
 }
 
