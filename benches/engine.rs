@@ -97,7 +97,12 @@ fn bench(c: &mut Criterion) {
             || tempfile::tempdir().unwrap(),
             |dir| {
                 let backend = RocksBackend::open(dir.path()).unwrap();
+                let fresh = backend.is_empty().unwrap();
                 let mut engine = Engine::new(&s, Some(Box::new(backend)));
+                // As `wabill replay` does on a new state directory.
+                if fresh {
+                    engine.assume_fresh_store();
+                }
                 let mut norm = Normaliser::new(None, 4 << 20);
                 let mut evs = Vec::new();
                 let mut bad = Vec::new();
@@ -122,6 +127,7 @@ fn bench(c: &mut Criterion) {
                 }
                 engine.finish(&mut billed, &mut rejected).unwrap();
                 engine.checkpoint().unwrap();
+                engine.sync().unwrap();
                 drop(engine);
                 dir
             },

@@ -386,7 +386,7 @@ impl Normaliser {
                 .and_then(|o| o.kind.as_deref())
                 .or_else(|| s.pricing.as_ref().and_then(|p| p.category.as_deref()))
                 .and_then(Origin::normalise);
-            Some(MetaPricing {
+            let m = MetaPricing {
                 conversation_id: s
                     .conversation
                     .as_ref()
@@ -394,7 +394,9 @@ impl Normaliser {
                     .map(str::to_string),
                 origin,
                 billable: s.pricing.as_ref().and_then(|p| p.billable),
-            })
+            };
+            // Nothing usable is the same as no object (and survives Avro unchanged).
+            (m != MetaPricing::default()).then_some(m)
         } else {
             None
         };
