@@ -188,7 +188,10 @@ fn default_guarantee() -> String {
     "effectively_once".into()
 }
 fn default_batch_max() -> usize {
-    5000
+    // Measured: 50 k records per batch gives 3.5x the throughput of 5 k (fewer flush
+    // round trips, more changelog keys coalesced) and still persists in well under a
+    // second, far inside max.poll.interval.ms (BENCHMARKS.md).
+    50_000
 }
 fn default_idle_flush_ms() -> u64 {
     5000
