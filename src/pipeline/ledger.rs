@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
-use super::pending::{meta_i64, pending_entry, read_meta_i64, PendingJournal};
+use super::pending::{load_pending, meta_i64, read_meta_i64, PendingJournal};
 use super::records::{ConversationBilled, ConversationOpened, Rejected};
 use super::reorder::{Admit, ReorderBuffer};
 use crate::billing::money::with_markup;
@@ -150,17 +150,13 @@ impl LedgerStage {
                 self.reorder.set_stream_time(t);
             }
         }
-        let mut n = 0;
-        for (k, v) in backend.scan(Family::Pending)? {
-            let corrupt = |reason: &str| StoreError::Corrupt {
-                family: "pending",
-                key: format!("{k:?}"),
-                reason: reason.to_string(),
-            };
-            let (seq, payload) = pending_entry(&k, &v).ok_or_else(|| corrupt("bad layout"))?;
-            let c = crate::codec::avro::decode_opened(payload).map_err(|e| corrupt(&e.to_string()))?;
-            self.reorder.restore(seq, (c.opened_at, c.conversation_id.clone()), c);
-            n += 1;
+        let waiting = load_pending(backend, |b| {
+            crate::codec::avro::decode_opened(b).map_err(|e| e.to_string())
+        })?;
+        let n = waiting.len();
+        for (seq, mut c) in waiting {
+            let key = (c.opened_at, std::mem::take(&mut c.conversation_id));
+            self.reorder.restore(seq, key, c);
         }
         Ok(n)
     }

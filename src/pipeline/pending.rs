@@ -70,3 +70,21 @@ pub fn pending_entry<'a>(key: &[u8], value: &'a [u8]) -> Option<(u64, &'a [u8])>
     let seq = u64::from_be_bytes(key.try_into().ok()?);
     Some((seq, value.get(8..)?))
 }
+
+/// Every item waiting in a persisted reorder buffer, decoded, with its sequence number.
+pub fn load_pending<T>(
+    backend: &dyn crate::state::Backend,
+    decode: impl Fn(&[u8]) -> Result<T, String>,
+) -> Result<Vec<(u64, T)>, crate::state::StoreError> {
+    let mut out = Vec::new();
+    for (k, v) in backend.scan(Family::Pending)? {
+        let corrupt = |reason: String| crate::state::StoreError::Corrupt {
+            family: "pending",
+            key: format!("{k:?}"),
+            reason,
+        };
+        let (seq, payload) = pending_entry(&k, &v).ok_or_else(|| corrupt("bad layout".into()))?;
+        out.push((seq, decode(payload).map_err(corrupt)?));
+    }
+    Ok(out)
+}

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::pending::{meta_i64, pending_entry, read_meta_i64, PendingJournal};
+use super::pending::{load_pending, meta_i64, read_meta_i64, PendingJournal};
 use super::records::{ConversationOpened, Rejected};
 use super::reorder::{Admit, ReorderBuffer};
 use crate::billing::ids::conversation_id;
@@ -298,19 +298,14 @@ impl WindowsStage {
                 self.reorder.set_stream_time(t);
             }
         }
-        let mut n = 0;
-        for (k, v) in backend.scan(Family::Pending)? {
-            let corrupt = |reason: &str| StoreError::Corrupt {
-                family: "pending",
-                key: format!("{k:?}"),
-                reason: reason.to_string(),
-            };
-            let (seq, payload) = pending_entry(&k, &v).ok_or_else(|| corrupt("bad layout"))?;
-            let (ev, pos) = decode_pending(payload).ok_or_else(|| corrupt("event does not decode"))?;
+        let waiting = load_pending(backend, |b| {
+            decode_pending(b).ok_or_else(|| "event does not decode".to_string())
+        })?;
+        let n = waiting.len();
+        for (seq, (mut ev, pos)) in waiting {
             let class = u8::from(!matches!(ev.kind, EventKind::Inbound { .. }));
-            let key = (ev.ts, class, ev.message_id.clone(), ev.kind.rank());
+            let key = (ev.ts, class, std::mem::take(&mut ev.message_id), ev.kind.rank());
             self.reorder.restore(seq, key, (ev, pos));
-            n += 1;
         }
         Ok(n)
     }

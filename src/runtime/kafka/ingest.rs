@@ -9,7 +9,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::clients::{group_consumer, Out, OutRecord};
-use super::{Framings, KafkaRunError, POLL};
+use super::{classify, Framings, KafkaRunError, Polled, POLL};
 use crate::codec::avro::{encode_dead_letter, encode_event, DeadLetterRecord};
 use crate::config::Config;
 use crate::ingest::Normaliser;
@@ -31,18 +31,10 @@ pub fn run(config: &Config, framings: &Framings, shutdown: &AtomicBool) -> Resul
         let mut next: Vec<(i32, i64)> = Vec::new();
         let mut n = 0usize;
         while n < k.batch_max {
-            let Some(m) = consumer.poll(if n == 0 { POLL } else { Duration::ZERO }) else {
-                break;
-            };
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    // Broker unreachable, leader moved, ...: librdkafka reconnects and
-                    // retries; the loop just polls again.
-                    tracing::warn!(error = %e, "consume error (transient)");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
+            let m = match classify(consumer.poll(if n == 0 { POLL } else { Duration::ZERO })) {
+                Polled::Record(m) => m,
+                Polled::Nothing => break,
+                Polled::Retry => continue,
             };
             n += 1;
             let payload = m.payload().unwrap_or_default();

@@ -173,6 +173,26 @@ pub fn run(
 
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 
+/// What a poll gave: a record, nothing (batch done), or a transient error (broker
+/// unreachable, leader moved): librdkafka reconnects and retries, the loop polls again.
+pub(crate) enum Polled<M> {
+    Record(M),
+    Nothing,
+    Retry,
+}
+
+pub(crate) fn classify<M>(r: Option<rdkafka::error::KafkaResult<M>>) -> Polled<M> {
+    match r {
+        None => Polled::Nothing,
+        Some(Ok(m)) => Polled::Record(m),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "consume error (transient)");
+            std::thread::sleep(Duration::from_millis(100));
+            Polled::Retry
+        }
+    }
+}
+
 /// Wire framing of each output topic: Avro single-object encoding, or — with a schema
 /// registry — the Confluent wire format with the id the registry gave the schema under
 /// the `<topic>-value` subject.

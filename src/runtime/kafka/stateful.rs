@@ -22,7 +22,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::clients::{group_consumer, GroupConsumer, Out, OutRecord, RebalanceEvent};
 use super::store::PartitionStore;
-use super::{topics, Framings, KafkaRunError, POLL};
+use super::{classify, topics, Framings, KafkaRunError, Polled, POLL};
 use crate::billing::Ts;
 use crate::codec::avro::{
     decode_event, decode_opened, encode_billed, encode_dead_letter, encode_opened, DeadLetterRecord, Framing,
@@ -241,18 +241,10 @@ pub fn run_windows(
             for ev in take_rebalance_events(&consumer) {
                 apply_rebalance(ev, &mut tasks, &open)?;
             }
-            let Some(m) = consumer.poll(if n == 0 { POLL } else { Duration::ZERO }) else {
-                break;
-            };
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    // Broker unreachable, leader moved, ...: librdkafka reconnects and
-                    // retries; the loop just polls again.
-                    tracing::warn!(error = %e, "consume error (transient)");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
+            let m = match classify(consumer.poll(if n == 0 { POLL } else { Duration::ZERO })) {
+                Polled::Record(m) => m,
+                Polled::Nothing => break,
+                Polled::Retry => continue,
             };
             for ev in take_rebalance_events(&consumer) {
                 apply_rebalance(ev, &mut tasks, &open)?;
@@ -473,18 +465,10 @@ pub fn run_ledger(
             for ev in take_rebalance_events(&consumer) {
                 apply_rebalance(ev, &mut tasks, &open)?;
             }
-            let Some(m) = consumer.poll(if n == 0 { POLL } else { Duration::ZERO }) else {
-                break;
-            };
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    // Broker unreachable, leader moved, ...: librdkafka reconnects and
-                    // retries; the loop just polls again.
-                    tracing::warn!(error = %e, "consume error (transient)");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
+            let m = match classify(consumer.poll(if n == 0 { POLL } else { Duration::ZERO })) {
+                Polled::Record(m) => m,
+                Polled::Nothing => break,
+                Polled::Retry => continue,
             };
             for ev in take_rebalance_events(&consumer) {
                 apply_rebalance(ev, &mut tasks, &open)?;

@@ -81,18 +81,9 @@ impl PartitionStore {
                         reason: format!("stuck at offset {last} of {high}"),
                     });
                 }
-                let Some(m) = consumer.poll(Duration::from_millis(200)) else {
-                    continue;
-                };
-                let m = match m {
-                    Ok(m) => m,
-                    Err(e) => {
-                        // Broker unreachable, leader moved, ...: librdkafka reconnects and
-                        // retries; the loop just polls again.
-                        tracing::warn!(error = %e, "consume error (transient)");
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
+                let m = match super::classify(consumer.poll(Duration::from_millis(200))) {
+                    super::Polled::Record(m) => m,
+                    super::Polled::Nothing | super::Polled::Retry => continue,
                 };
                 last = m.offset();
                 let Some(key) = m.key() else { continue };
