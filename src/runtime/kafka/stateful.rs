@@ -54,6 +54,61 @@ struct Task<S> {
     idle_flushed: bool,
 }
 
+impl<S> Task<S> {
+    fn new(store: PartitionStore, stage: S, upstream: HashMap<i32, Ts>) -> Self {
+        Task {
+            store,
+            stage,
+            consumed: None,
+            last_input: Instant::now(),
+            dirty: false,
+            announced: Ts::MIN,
+            upstream,
+            idle_flushed: false,
+        }
+    }
+}
+
+/// One step of a batch: a record admitted to its partition's task, a record to skip
+/// (partition not ours, or already applied before a restart), a retry, or the end.
+enum Next<'c> {
+    Record(BorrowedMessage<'c>),
+    Skip,
+    /// A transient consume error: poll again (does not count toward the batch).
+    Retry,
+    Done,
+}
+
+/// Polls one record for a stateful stage, applying assignment changes seen around the
+/// poll first (so a partition is restored before any of its records is applied), and
+/// admits it by offset.
+fn next_record<'c, S>(
+    consumer: &'c GroupConsumer,
+    tasks: &mut BTreeMap<i32, Task<S>>,
+    open: &impl Fn(i32) -> Result<Task<S>, KafkaRunError>,
+    first: bool,
+) -> Result<Next<'c>, KafkaRunError> {
+    for ev in take_rebalance_events(consumer) {
+        apply_rebalance(ev, tasks, open)?;
+    }
+    let m = match classify(consumer.poll(if first { POLL } else { Duration::ZERO })) {
+        Polled::Record(m) => m,
+        Polled::Nothing => return Ok(Next::Done),
+        Polled::Retry => return Ok(Next::Retry),
+    };
+    for ev in take_rebalance_events(consumer) {
+        apply_rebalance(ev, tasks, open)?;
+    }
+    let Some(t) = tasks.get_mut(&m.partition()) else {
+        return Ok(Next::Skip);
+    };
+    if !admit_offset(t, m.offset()) {
+        return Ok(Next::Skip);
+    }
+    t.dirty = true;
+    Ok(Next::Record(m))
+}
+
 fn dead_letter(
     out: &Out,
     dlq: &str,
@@ -223,40 +278,25 @@ pub fn run_windows(
         }
         let waiting = stage.restore(&store.backend)?;
         tracing::info!(partition = p, waiting, "windows task ready");
-        Ok(Task {
-            store,
-            stage,
-            consumed: None,
-            last_input: Instant::now(),
-            dirty: false,
-            announced: Ts::MIN,
-            upstream: HashMap::new(),
-            idle_flushed: false,
-        })
+        Ok(Task::new(store, stage, HashMap::new()))
     };
 
     while !shutdown.load(Ordering::SeqCst) {
         let mut n = 0usize;
         while n < k.batch_max {
-            for ev in take_rebalance_events(&consumer) {
-                apply_rebalance(ev, &mut tasks, &open)?;
-            }
-            let m = match classify(consumer.poll(if n == 0 { POLL } else { Duration::ZERO })) {
-                Polled::Record(m) => m,
-                Polled::Nothing => break,
-                Polled::Retry => continue,
+            let m = match next_record(&consumer, &mut tasks, &open, n == 0)? {
+                Next::Record(m) => m,
+                Next::Skip => {
+                    n += 1;
+                    continue;
+                }
+                Next::Retry => continue,
+                Next::Done => break,
             };
-            for ev in take_rebalance_events(&consumer) {
-                apply_rebalance(ev, &mut tasks, &open)?;
-            }
             n += 1;
             let Some(t) = tasks.get_mut(&m.partition()) else {
                 continue;
             };
-            if !admit_offset(t, m.offset()) {
-                continue;
-            }
-            t.dirty = true;
             t.last_input = Instant::now();
             t.idle_flushed = false;
             match decode_event(m.payload().unwrap_or_default()) {
@@ -447,40 +487,25 @@ pub fn run_ledger(
             }
         }
         tracing::info!(partition = p, waiting, "ledger task ready");
-        Ok(Task {
-            store,
-            stage,
-            consumed: None,
-            last_input: Instant::now(),
-            dirty: false,
-            announced: Ts::MIN,
-            upstream,
-            idle_flushed: false,
-        })
+        Ok(Task::new(store, stage, upstream))
     };
 
     while !shutdown.load(Ordering::SeqCst) {
         let mut n = 0usize;
         while n < k.batch_max {
-            for ev in take_rebalance_events(&consumer) {
-                apply_rebalance(ev, &mut tasks, &open)?;
-            }
-            let m = match classify(consumer.poll(if n == 0 { POLL } else { Duration::ZERO })) {
-                Polled::Record(m) => m,
-                Polled::Nothing => break,
-                Polled::Retry => continue,
+            let m = match next_record(&consumer, &mut tasks, &open, n == 0)? {
+                Next::Record(m) => m,
+                Next::Skip => {
+                    n += 1;
+                    continue;
+                }
+                Next::Retry => continue,
+                Next::Done => break,
             };
-            for ev in take_rebalance_events(&consumer) {
-                apply_rebalance(ev, &mut tasks, &open)?;
-            }
             n += 1;
             let Some(t) = tasks.get_mut(&m.partition()) else {
                 continue;
             };
-            if !admit_offset(t, m.offset()) {
-                continue;
-            }
-            t.dirty = true;
             let payload = m.payload().unwrap_or_default();
             if m.key() == Some(WATERMARK_KEY) {
                 match (payload.get(..4), payload.get(4..12)) {
