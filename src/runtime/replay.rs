@@ -70,6 +70,22 @@ struct DeadLetterOut<'a> {
     original_base64: Option<String>,
 }
 
+impl<'a> DeadLetterOut<'a> {
+    /// A whole input line that cannot be used (no path, WABA or number known).
+    fn line(input: &'a str, line: u64, reason: &'a str, original: &'a str) -> Self {
+        DeadLetterOut {
+            input,
+            line,
+            path: None,
+            waba_id: None,
+            phone_number_id: None,
+            reason,
+            original,
+            original_base64: None,
+        }
+    }
+}
+
 struct DeadLetters {
     out: Box<dyn Write>,
     path: String,
@@ -180,15 +196,10 @@ pub fn run(config: &Config, setup: &Setup, opts: &ReplayOptions) -> Result<Repla
                     // Never bill bytes we had to change: the line goes to the dead letters
                     // with its exact bytes (base64).
                     let reason = format!("line is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to());
+                    let lossy = String::from_utf8_lossy(&buf);
                     dead.write(DeadLetterOut {
-                        input,
-                        line: line_no,
-                        path: None,
-                        waba_id: None,
-                        phone_number_id: None,
-                        reason: &reason,
-                        original: &String::from_utf8_lossy(&buf),
                         original_base64: Some(base64(&buf)),
+                        ..DeadLetterOut::line(input, line_no, &reason, &lossy)
                     })?;
                     continue;
                 }
@@ -205,16 +216,7 @@ pub fn run(config: &Config, setup: &Setup, opts: &ReplayOptions) -> Result<Repla
                 }
                 Err(e) => {
                     let reason = e.to_string();
-                    dead.write(DeadLetterOut {
-                        input,
-                        line: line_no,
-                        path: None,
-                        waba_id: None,
-                        phone_number_id: None,
-                        reason: &reason,
-                        original: line,
-                        original_base64: None,
-                    })?;
+                    dead.write(DeadLetterOut::line(input, line_no, &reason, line))?;
                 }
             }
             for b in &bad {
@@ -293,16 +295,7 @@ fn write_rejected(
 ) -> Result<(), ReplayError> {
     for r in rejected.drain(..) {
         let (input, line) = locate(starts, r.position);
-        dead.write(DeadLetterOut {
-            input,
-            line,
-            path: None,
-            waba_id: None,
-            phone_number_id: None,
-            reason: &r.reason,
-            original: &r.record,
-            original_base64: None,
-        })?;
+        dead.write(DeadLetterOut::line(input, line, &r.reason, &r.record))?;
     }
     Ok(())
 }
