@@ -30,14 +30,7 @@ fn events_target() -> u64 {
 }
 
 fn month_lines() -> Vec<String> {
-    let cfg = SimConfig {
-        seed: 42,
-        events: events_target(),
-        users: 100_000,
-        wabas: 50,
-        first_waba_share: 0.05,
-        ..SimConfig::default()
-    };
+    let cfg = SimConfig::benchmark_month(events_target());
     let mut lines = Vec::new();
     sim::generate(&cfg, |l| lines.push(l.to_string()));
     lines

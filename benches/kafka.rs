@@ -40,15 +40,7 @@ fn main() {
     // One webhooks partition: the supported setup (a time-ordered raw feed; see README).
     broker.create_topic(&webhooks, 1, false);
 
-    // Dense traffic so Meta-style batching puts several events in one payload.
-    let cfg = SimConfig {
-        seed: 42,
-        events,
-        users: 100_000,
-        wabas: 50,
-        first_waba_share: 0.05,
-        ..SimConfig::default()
-    };
+    let cfg = SimConfig::benchmark_month(events);
     let mut lines = Vec::new();
     sim::generate(&cfg, |l| lines.push(l.to_string()));
     let producer: BaseProducer = ClientConfig::new()

@@ -69,6 +69,21 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// The month every benchmark uses (BENCHMARKS.md): seed 42, 100 k users, 50 WABAs,
+    /// 31 days from 2022-03-01.
+    pub fn benchmark_month(events: u64) -> SimConfig {
+        SimConfig {
+            seed: 42,
+            events,
+            users: 100_000,
+            wabas: 50,
+            first_waba_share: 0.05,
+            ..SimConfig::default()
+        }
+    }
+}
+
 /// WABA ids of the simulation (stable, realistic 15-digit ids).
 pub fn waba_id(i: u64) -> String {
     format!("1022901293{:05}", 40398 + i * 7919 % 59_000)
