@@ -12,7 +12,7 @@ SAMPLE := data/sample/webhooks-2022-03.jsonl
 SAMPLE_CONFIG := data/sample/wabill.toml
 OUT := $(WABILL_CACHE)/out
 
-.PHONY: all build release test lint fmt run bench bench-quick sample-data deps broker clean
+.PHONY: all build release test lint fmt run demo demo-stop bench bench-quick sample-data deps broker clean
 
 all: build
 
@@ -48,6 +48,13 @@ run: build
 	$(BIN) replay --input $(SAMPLE) --config $(SAMPLE_CONFIG) \
 	  --output $(OUT)/sample-billing.jsonl --dead-letter $(OUT)/sample-dead-letter.jsonl --summary
 	@echo "records: $(OUT)/sample-billing.jsonl"
+
+## demo: local broker + generated month + wabill run + Prometheus; prints the statements
+demo: build broker
+	@./scripts/demo.sh
+
+demo-stop:
+	@./scripts/demo.sh stop
 
 ## bench: criterion benchmarks (full size: 1 M events; takes several minutes)
 bench:

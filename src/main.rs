@@ -88,6 +88,45 @@ enum Command {
         /// Country → market mapping (CSV). Default: the bundled mapping.
         #[arg(long)]
         markets: Option<PathBuf>,
+        /// Address of /metrics, /healthz and /readyz (overrides `[http] addr`); empty
+        /// turns the endpoint off.
+        #[arg(long)]
+        http_addr: Option<String>,
+    },
+    /// Produce webhook files (JSON lines, as `replay` reads them) to the webhooks topic.
+    Produce {
+        /// Webhook payloads, one JSON document per line; `-` reads stdin. Repeatable.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<String>,
+        /// Configuration file (TOML): `[kafka]` brokers, prefix, topics, properties.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Bootstrap servers (overrides `[kafka] brokers`).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// No progress line on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Read the billing topic (deduplicated) and print the month statements once the
+    /// stream has drained.
+    Statements {
+        /// Configuration file (TOML): `[kafka]`, and `[[waba]]` for free-tier limits.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Bootstrap servers (overrides `[kafka] brokers`).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// The stream counts as drained after this many seconds at the end of the billing
+        /// topic with no new record (more than `[kafka] idle_flush_ms`).
+        #[arg(long, default_value_t = 20)]
+        drained_after_secs: u64,
+        /// Give up waiting (statements are then partial, with a warning).
+        #[arg(long, default_value_t = 1800)]
+        timeout_secs: u64,
+        /// Also write the records (JSON lines, as `replay --output`) here.
+        #[arg(long)]
+        output: Option<String>,
     },
     /// Generate simulated webhook traffic (deterministic for a seed).
     Gen {
@@ -165,6 +204,19 @@ fn spawn_signal_watcher(flag: Arc<AtomicBool>) -> Result<()> {
     Ok(())
 }
 
+/// Config for the Kafka commands: file, then `WABILL_...` environment, then `--brokers`.
+fn kafka_config(path: Option<&std::path::Path>, brokers: Option<String>) -> Result<Config> {
+    let mut cfg = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(b) = brokers {
+        cfg.kafka.brokers = b;
+    }
+    Ok(cfg)
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run {
@@ -174,17 +226,18 @@ fn run(cli: Cli) -> Result<()> {
             stages,
             rates,
             markets,
+            http_addr,
         } => {
-            let mut cfg = match &config {
-                Some(p) => Config::load(p)?,
-                None => Config::default(),
-            };
-            cfg.apply_env(|k| std::env::var(k).ok())?;
-            if let Some(b) = brokers {
-                cfg.kafka.brokers = b;
-            }
+            let mut cfg = kafka_config(config.as_deref(), brokers)?;
             if let Some(d) = state_dir {
                 cfg.state.dir = d;
+            }
+            if let Some(a) = http_addr {
+                cfg.http.addr = a;
+            }
+            // First, so /healthz answers (and /readyz says why not ready) during start-up.
+            if !cfg.http.addr.is_empty() {
+                wabill::ops::http::serve(&cfg.http.addr)?;
             }
             let setup = load_setup(&cfg, rates.as_deref(), markets.as_deref())?;
             if rates.is_none() {
@@ -200,6 +253,48 @@ fn run(cli: Cli) -> Result<()> {
             tracing::info!(brokers = %cfg.kafka.brokers, prefix = %cfg.kafka.prefix, state_dir = %cfg.state.dir, "wabill run starting");
             wabill::runtime::kafka::run(&cfg, &setup, &stages, shutdown)?;
             tracing::info!("wabill run stopped cleanly");
+            Ok(())
+        }
+        Command::Produce {
+            inputs,
+            config,
+            brokers,
+            quiet,
+        } => {
+            let cfg = kafka_config(config.as_deref(), brokers)?;
+            let n = wabill::runtime::kafka::tools::produce_webhooks(&cfg, &inputs, !quiet)?;
+            if !quiet {
+                eprintln!(
+                    "wabill produce: {n} payloads acknowledged on {}",
+                    cfg.kafka.webhooks_topic()
+                );
+            }
+            Ok(())
+        }
+        Command::Statements {
+            config,
+            brokers,
+            drained_after_secs,
+            timeout_secs,
+            output,
+        } => {
+            let cfg = kafka_config(config.as_deref(), brokers)?;
+            let setup = load_setup(&cfg, None, None)?;
+            let records = wabill::runtime::kafka::tools::read_billing(
+                &cfg,
+                std::time::Duration::from_secs(drained_after_secs),
+                std::time::Duration::from_secs(timeout_secs),
+                true,
+            )?;
+            if let Some(path) = &output {
+                replay::write_records(path, &records)?;
+            }
+            let st = wabill::billing::statement::statements(&records, |waba, _month| {
+                (0, u64::from(setup.profiles.get(waba).free_tier))
+            });
+            let mut out = std::io::stdout().lock();
+            out.write_all(render(&st).as_bytes())?;
+            out.flush()?;
             Ok(())
         }
         Command::Replay {

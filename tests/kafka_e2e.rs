@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use support::broker::{Broker, Record};
 use wabill::codec::avro::{decode_billed, decode_dead_letter};
-use wabill::sim::{self, Rng, SimConfig};
+use wabill::sim::{self, Rng};
 
 const PARTITIONS: i32 = 4;
 
@@ -78,19 +78,6 @@ impl Drop for Processor {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn traffic(seed: u64, events: u64, users: u64) -> Vec<String> {
-    let cfg = SimConfig {
-        seed,
-        events,
-        users,
-        days: 10,
-        ..SimConfig::default()
-    };
-    let mut lines = Vec::new();
-    sim::generate(&cfg, |l| lines.push(l.to_string()));
-    lines
 }
 
 /// Records on the billing topic, decoded and rendered as the replay's JSON lines.
@@ -156,7 +143,7 @@ fn run_equals_replay_end_to_end() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let prefix = "e2e";
-    let lines = traffic(21, 4000, 300);
+    let lines = common::traffic(21, 4000, 300);
     let want = as_set(&replay_reference(&lines, 20));
     assert!(want.len() > 300);
     let cfg = dir.path().join("wabill.toml");
@@ -179,7 +166,7 @@ fn kill9_at_random_points_loses_nothing_and_never_takes_free_tier_twice() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let prefix = "crash";
-    let lines = traffic(33, 4000, 300);
+    let lines = common::traffic(33, 4000, 300);
     let reference = replay_reference(&lines, 20);
     let want = as_set(&reference);
     let cfg = dir.path().join("wabill.toml");
@@ -227,7 +214,7 @@ fn poison_records_go_to_the_dead_letter_topic_and_the_rest_is_billed() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let prefix = "poison";
-    let lines = traffic(5, 800, 60);
+    let lines = common::traffic(5, 800, 60);
     let want = as_set(&replay_reference(&lines, 1000));
     let cfg = dir.path().join("wabill.toml");
     std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 1000)).unwrap();
@@ -281,7 +268,7 @@ fn second_instance_joins_and_leaves_mid_stream() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let prefix = "rebalance";
-    let lines = traffic(44, 4000, 300);
+    let lines = common::traffic(44, 4000, 300);
     let want = as_set(&replay_reference(&lines, 20));
     let cfg1 = dir.path().join("one.toml");
     let cfg2 = dir.path().join("two.toml");
@@ -330,7 +317,7 @@ fn broker_restart_mid_stream_loses_nothing() {
     let mut broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let prefix = "brokerrestart";
-    let lines = traffic(55, 3000, 250);
+    let lines = common::traffic(55, 3000, 250);
     let want = as_set(&replay_reference(&lines, 20));
     let cfg = dir.path().join("wabill.toml");
     std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 20)).unwrap();

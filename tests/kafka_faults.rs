@@ -49,8 +49,10 @@ fn injected_request_errors_and_a_broker_outage_lose_nothing() {
         "windows-changelog",
         "ledger-changelog",
     ] {
-        mock.create_topic(&format!("{prefix}-{t}"), partitions, 3)
-            .expect("create topic");
+        // The webhooks topic has one partition, as README "Decisions and limits" asks:
+        // several would interleave event times beyond the lateness.
+        let n = if t == "webhooks" { 1 } else { partitions };
+        mock.create_topic(&format!("{prefix}-{t}"), n, 3).expect("create topic");
     }
     let state = tempfile::tempdir().unwrap();
     let billing_toml = format!("[[waba]]\nid = \"{}\"\nfree_tier = 15\n", sim::waba_id(0));

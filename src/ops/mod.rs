@@ -1,4 +1,9 @@
-//! Operations: logging now; Prometheus metrics and health endpoints with `wabill run`.
+//! Operations: logging, Prometheus metrics, liveness/readiness and the HTTP endpoint that
+//! serves them (`wabill run`).
+
+pub mod health;
+pub mod http;
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

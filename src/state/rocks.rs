@@ -97,6 +97,21 @@ impl RocksBackend {
         Ok(())
     }
 
+    /// Bytes on disk and in memtables over all families, from RocksDB's own counters
+    /// (no scan): what operators size volumes by.
+    pub fn size_bytes(&self) -> u64 {
+        let mut total = 0;
+        for f in Family::ALL {
+            let Ok(cf) = self.cf(f) else { continue };
+            for prop in ["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"] {
+                if let Ok(Some(v)) = self.db.property_int_value_cf(cf, prop) {
+                    total += v;
+                }
+            }
+        }
+        total
+    }
+
     /// Number of live keys in a family (exact scan: for tests and small stores).
     pub fn count(&self, f: Family) -> Result<usize, StoreError> {
         let cf = self.cf(f)?;

@@ -127,3 +127,17 @@ pub fn replay_files(inputs: &[String], config_toml: &str, dir: &std::path::Path)
         report,
     }
 }
+
+/// Simulated webhook lines (deterministic for a seed) over ten days of March 2022.
+pub fn traffic(seed: u64, events: u64, users: u64) -> Vec<String> {
+    let cfg = wabill::sim::SimConfig {
+        seed,
+        events,
+        users,
+        days: 10,
+        ..wabill::sim::SimConfig::default()
+    };
+    let mut lines = Vec::new();
+    wabill::sim::generate(&cfg, |l| lines.push(l.to_string()));
+    lines
+}

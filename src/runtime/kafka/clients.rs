@@ -17,6 +17,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use super::KafkaRunError;
 use crate::config::KafkaConfig;
 
+/// librdkafka statistics feed the consumer-lag metric of group consumers only; other
+/// clients would just log them.
+const STATISTICS_INTERVAL: &str = "statistics.interval.ms";
+
 /// Client settings every wabill client shares, then the user's pass-through properties
 /// (which win, so security settings and tuning reach librdkafka unchanged).
 pub fn base_config(k: &KafkaConfig) -> ClientConfig {
@@ -24,10 +28,16 @@ pub fn base_config(k: &KafkaConfig) -> ClientConfig {
     c.set("bootstrap.servers", &k.brokers);
     c.set("client.id", format!("{}-wabill", k.prefix));
     c.set("log_level", "4");
-    for (key, v) in &k.properties {
-        c.set(key, v);
-    }
+    apply_properties(&mut c, k);
     c
+}
+
+fn apply_properties(c: &mut ClientConfig, k: &KafkaConfig) {
+    for (key, v) in &k.properties {
+        if key != STATISTICS_INTERVAL {
+            c.set(key, v);
+        }
+    }
 }
 
 /// Delivery reports: errors, and the highest acknowledged offset per (topic, partition)
@@ -92,9 +102,7 @@ impl Out {
         if let Some(id) = transactional_id {
             c.set("transactional.id", id);
         }
-        for (key, v) in &k.properties {
-            c.set(key, v);
-        }
+        apply_properties(&mut c, k);
         let producer = c.create_with_context(TrackingContext(deliveries.clone()))?;
         Ok(Out { producer, deliveries })
     }
@@ -169,13 +177,33 @@ pub enum RebalanceEvent {
     Revoked(Vec<i32>),
 }
 
-#[derive(Default)]
 pub struct GroupContext {
+    /// The stage this consumer feeds (metric label).
+    pub stage: &'static str,
     pub events: Mutex<Vec<RebalanceEvent>>,
     pub rebalances: AtomicU64,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's periodic statistics (`statistics.interval.ms`): consumer lag per
+    /// assigned partition, measured against the committed offset, as Kafka tooling does.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag = &crate::ops::metrics::metrics().consumer_lag;
+        for topic in statistics.topics.values() {
+            for (p, part) in &topic.partitions {
+                if *p < 0 {
+                    continue; // librdkafka's internal "unassigned" partition
+                }
+                let label = p.to_string();
+                if part.consumer_lag >= 0 {
+                    lag.with_label_values(&[self.stage, &label]).set(part.consumer_lag);
+                } else {
+                    let _ = lag.remove_label_values(&[self.stage, &label]);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
@@ -199,9 +227,18 @@ impl ConsumerContext for GroupContext {
 
 pub type GroupConsumer = BaseConsumer<GroupContext>;
 
-pub fn group_consumer(k: &KafkaConfig, group: &str, read_committed: bool) -> Result<GroupConsumer, KafkaRunError> {
+pub fn group_consumer(
+    k: &KafkaConfig,
+    stage: &'static str,
+    read_committed: bool,
+) -> Result<GroupConsumer, KafkaRunError> {
     let mut c = base_config(k);
-    c.set("group.id", group);
+    c.set("group.id", k.group(stage));
+    // Consumer lag for /metrics comes from librdkafka's statistics.
+    c.set(
+        STATISTICS_INTERVAL,
+        k.properties.get(STATISTICS_INTERVAL).map_or("5000", String::as_str),
+    );
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
     c.set("auto.offset.reset", "earliest");
@@ -214,10 +251,12 @@ pub fn group_consumer(k: &KafkaConfig, group: &str, read_committed: bool) -> Res
             "read_uncommitted"
         },
     );
-    for (key, v) in &k.properties {
-        c.set(key, v);
-    }
-    Ok(c.create_with_context(GroupContext::default())?)
+    apply_properties(&mut c, k);
+    Ok(c.create_with_context(GroupContext {
+        stage,
+        events: Mutex::default(),
+        rebalances: AtomicU64::default(),
+    })?)
 }
 
 /// A consumer outside any group, for restoring changelogs by manual assignment.
@@ -227,8 +266,6 @@ pub fn plain_consumer(k: &KafkaConfig, purpose: &str) -> Result<BaseConsumer, Ka
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
     c.set("auto.offset.reset", "earliest");
-    for (key, v) in &k.properties {
-        c.set(key, v);
-    }
+    apply_properties(&mut c, k);
     Ok(c.create()?)
 }

@@ -1,37 +1,69 @@
 //! Stage 1, `ingest`: stateless. Raw webhook payloads → one `MessageEvent` per message or
 //! status on the events topic, keyed by user; bad payloads and events → dead letters.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::clients::{group_consumer, Out, OutRecord};
+use super::clients::{group_consumer, Out, OutRecord, RebalanceEvent};
+use super::stateful::take_rebalance_events;
 use super::{classify, Framings, KafkaRunError, Polled, POLL};
 use crate::codec::avro::{encode_dead_letter, encode_event, DeadLetterRecord};
 use crate::config::Config;
 use crate::ingest::Normaliser;
+use crate::ops::health::health;
+use crate::ops::metrics::{metrics, DeadLetterReason};
 
 pub fn run(config: &Config, framings: &Framings, shutdown: &AtomicBool) -> Result<(), KafkaRunError> {
     let k = &config.kafka;
     let source = k.webhooks_topic();
     let events_topic = k.events_topic();
     let dlq = k.dead_letter_topic();
-    let consumer = group_consumer(k, &k.group("ingest"), false)?;
+    let consumer = group_consumer(k, "ingest", false)?;
     consumer.subscribe(&[source.as_str()])?;
     let out = Out::new(k, None)?;
     let mut norm = Normaliser::new(config.on_premises(), config.max_payload_bytes);
     let mut events = Vec::new();
     let mut bad = Vec::new();
     let mut buf = Vec::with_capacity(512);
+    let h = metrics().stage("ingest");
+    let m_all = metrics();
+    // Stateless: an assignment needs no restore, only bookkeeping for /readyz and lag.
+    let mut assigned: BTreeSet<i32> = BTreeSet::new();
+    let track_assignment = |assigned: &mut BTreeSet<i32>| {
+        for ev in take_rebalance_events(&consumer) {
+            match ev {
+                RebalanceEvent::Assigned(ps) => {
+                    m_all.rebalances.with_label_values(&["ingest", "assigned"]).inc();
+                    health().joined("ingest");
+                    assigned.extend(ps);
+                }
+                RebalanceEvent::Revoked(ps) => {
+                    m_all.rebalances.with_label_values(&["ingest", "revoked"]).inc();
+                    for p in ps {
+                        assigned.remove(&p);
+                        let _ = m_all.consumer_lag.remove_label_values(&["ingest", &p.to_string()]);
+                    }
+                }
+            }
+            health().assigned("ingest", assigned.len());
+        }
+    };
     tracing::info!(topic = %source, "ingest started");
     while !shutdown.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let span = tracing::debug_span!("batch", stage = "ingest", records = tracing::field::Empty);
+        let _batch = span.enter();
         let mut next: Vec<(i32, i64)> = Vec::new();
         let mut n = 0usize;
         while n < k.batch_max {
-            let m = match classify(consumer.poll(if n == 0 { POLL } else { Duration::ZERO })) {
+            let polled = consumer.poll(if n == 0 { POLL } else { Duration::ZERO });
+            track_assignment(&mut assigned);
+            let m = match classify(polled) {
                 Polled::Record(m) => m,
                 Polled::Nothing => break,
                 Polled::Retry => continue,
@@ -49,19 +81,26 @@ pub fn run(config: &Config, framings: &Framings, shutdown: &AtomicBool) -> Resul
             };
             let mut dead_letters = Vec::new();
             match std::str::from_utf8(payload) {
-                Err(e) => dead_letters.push(dead(
-                    format!("payload is not valid UTF-8 (byte {})", e.valid_up_to()),
-                    payload,
+                Err(e) => dead_letters.push((
+                    DeadLetterReason::InvalidPayload,
+                    dead(
+                        format!("payload is not valid UTF-8 (byte {})", e.valid_up_to()),
+                        payload,
+                    ),
                 )),
                 Ok(text) => {
                     events.clear();
                     bad.clear();
                     if let Err(e) = norm.normalise(text, &mut events, &mut bad) {
-                        dead_letters.push(dead(e.to_string(), payload));
+                        dead_letters.push((DeadLetterReason::InvalidPayload, dead(e.to_string(), payload)));
                     }
                     for b in bad.drain(..) {
-                        dead_letters.push(dead(format!("{} at {}", b.reason, b.path), b.original.as_bytes()));
+                        dead_letters.push((
+                            DeadLetterReason::InvalidEvent,
+                            dead(format!("{} at {}", b.reason, b.path), b.original.as_bytes()),
+                        ));
                     }
+                    h.produced.inc_by(events.len() as u64);
                     for ev in events.drain(..) {
                         buf.clear();
                         encode_event(&ev, &framings.events, &mut buf);
@@ -75,7 +114,8 @@ pub fn run(config: &Config, framings: &Framings, shutdown: &AtomicBool) -> Resul
                     }
                 }
             }
-            for d in dead_letters {
+            for (class, d) in dead_letters {
+                m_all.dead_letter("ingest", class);
                 buf.clear();
                 encode_dead_letter(&d, &framings.dead_letter, &mut buf);
                 out.send(OutRecord {
@@ -94,13 +134,18 @@ pub fn run(config: &Config, framings: &Framings, shutdown: &AtomicBool) -> Resul
         if n == 0 {
             continue;
         }
+        h.input.inc_by(n as u64);
+        span.record("records", n);
         // Outputs acknowledged before the input offsets move.
+        let persisting = Instant::now();
         out.flush(Duration::from_secs(120))?;
         let mut tpl = TopicPartitionList::new();
         for (p, o) in &next {
             tpl.add_partition_offset(&source, *p, Offset::Offset(*o))?;
         }
         consumer.commit(&tpl, CommitMode::Async)?;
+        h.commit.observe(persisting.elapsed().as_secs_f64());
+        h.batch.observe(started.elapsed().as_secs_f64());
     }
     out.flush(Duration::from_secs(30))?;
     tracing::info!("ingest stopped");

@@ -15,6 +15,7 @@ pub mod clients;
 pub mod ingest;
 pub mod stateful;
 pub mod store;
+pub mod tools;
 pub mod topics;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,9 +92,12 @@ pub fn run(
     }
     let p = k.partitions;
     let mut specs = vec![
+        // One partition: ingest reads partitions independently, so webhooks of one user
+        // spread over several would interleave event times beyond the allowed lateness
+        // (README "Decisions and limits"). An existing topic keeps its partitions.
         topics::TopicSpec {
             name: k.webhooks_topic(),
-            partitions: p,
+            partitions: 1,
             compact: false,
         },
         topics::TopicSpec {
@@ -128,6 +132,10 @@ pub fn run(
     crate::billing::CountryResolver::warm_up();
     let framings = Framings::resolve(config)?;
 
+    for &stage in stages {
+        crate::ops::metrics::metrics().init_stage(stage.name());
+        crate::ops::health::health().register(stage.name());
+    }
     let mut handles = Vec::new();
     for &stage in stages {
         let config = config.clone();
@@ -144,6 +152,7 @@ pub fn run(
                 };
                 if let Err(e) = &r {
                     tracing::error!(stage = stage.name(), error = %e, "stage failed; stopping");
+                    crate::ops::health::health().failed(stage.name(), e.to_string());
                     shutdown.store(true, Ordering::SeqCst);
                 }
                 r

@@ -28,20 +28,69 @@ use crate::codec::avro::{
     decode_event, decode_opened, encode_billed, encode_dead_letter, encode_opened, DeadLetterRecord, Framing,
 };
 use crate::config::Config;
+use crate::ops::health::health;
+use crate::ops::metrics::{metrics, DeadLetterReason, StageHandles};
 use crate::pipeline::engine::{Setup, PURGE_MARGIN};
-use crate::pipeline::ledger::{LedgerOutput, LedgerStage, LEDGER_RETENTION};
+use crate::pipeline::ledger::{LedgerOutput, LedgerStage, LedgerStats, LEDGER_RETENTION};
 use crate::pipeline::pending::{meta_i64, read_meta_i64};
 use crate::pipeline::records::Rejected;
-use crate::pipeline::windows::{WindowsOutput, WindowsStage};
+use crate::pipeline::windows::{WindowStats, WindowsOutput, WindowsStage};
 use crate::state::{Backend, Family, WriteSet};
 
 /// Key prefix of watermark control records on the conversations topic (no WABA id
 /// starts with a NUL byte).
 const WATERMARK_KEY: &[u8] = b"\0wabill-watermark";
 
-struct Task<S> {
+/// What the metrics read from a stage: counters published as differences once per
+/// batch, never per record.
+trait Observed {
+    type Snapshot: Copy + Default;
+    const NAME: &'static str;
+    fn snapshot(&self) -> Self::Snapshot;
+    fn publish(now: &Self::Snapshot, last: &Self::Snapshot);
+    fn waiting(&self) -> usize;
+    fn event_time(&self) -> Ts;
+}
+
+impl Observed for WindowsStage {
+    type Snapshot = WindowStats;
+    const NAME: &'static str = "windows";
+    fn snapshot(&self) -> WindowStats {
+        self.stats
+    }
+    fn publish(now: &WindowStats, last: &WindowStats) {
+        metrics().publish_windows(now, last);
+    }
+    fn waiting(&self) -> usize {
+        self.buffered()
+    }
+    fn event_time(&self) -> Ts {
+        self.stream_time()
+    }
+}
+
+impl Observed for LedgerStage {
+    type Snapshot = LedgerStats;
+    const NAME: &'static str = "ledger";
+    fn snapshot(&self) -> LedgerStats {
+        self.stats
+    }
+    fn publish(now: &LedgerStats, last: &LedgerStats) {
+        metrics().publish_ledger(now, last);
+    }
+    fn waiting(&self) -> usize {
+        self.buffered()
+    }
+    fn event_time(&self) -> Ts {
+        self.stream_time()
+    }
+}
+
+struct Task<S: Observed> {
     store: PartitionStore,
     stage: S,
+    /// Stage counters as last published to the metrics.
+    reported: S::Snapshot,
     /// Highest input offset consumed (applied or waiting in the stage's buffer).
     consumed: Option<i64>,
     last_input: Instant,
@@ -54,10 +103,11 @@ struct Task<S> {
     idle_flushed: bool,
 }
 
-impl<S> Task<S> {
+impl<S: Observed> Task<S> {
     fn new(store: PartitionStore, stage: S, upstream: HashMap<i32, Ts>) -> Self {
         Task {
             store,
+            reported: stage.snapshot(),
             stage,
             consumed: None,
             last_input: Instant::now(),
@@ -82,7 +132,7 @@ enum Next<'c> {
 /// Polls one record for a stateful stage, applying assignment changes seen around the
 /// poll first (so a partition is restored before any of its records is applied), and
 /// admits it by offset.
-fn next_record<'c, S>(
+fn next_record<'c, S: Observed>(
     consumer: &'c GroupConsumer,
     tasks: &mut BTreeMap<i32, Task<S>>,
     open: &impl Fn(i32) -> Result<Task<S>, KafkaRunError>,
@@ -114,9 +164,10 @@ fn dead_letter(
     dlq: &str,
     stage: &str,
     m: &BorrowedMessage<'_>,
-    reason: String,
+    (class, reason): (DeadLetterReason, String),
     framing: &Framing,
 ) -> Result<(), KafkaRunError> {
+    metrics().dead_letter(stage, class);
     let d = DeadLetterRecord {
         stage: stage.into(),
         source_topic: m.topic().to_string(),
@@ -137,6 +188,7 @@ fn dead_letter(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn rejected_dead_letter(
     out: &Out,
     dlq: &str,
@@ -144,8 +196,10 @@ fn rejected_dead_letter(
     source: &str,
     partition: i32,
     r: &Rejected,
+    class: DeadLetterReason,
     framing: &Framing,
 ) -> Result<(), KafkaRunError> {
+    metrics().dead_letter(stage, class);
     let d = DeadLetterRecord {
         stage: stage.into(),
         source_topic: source.to_string(),
@@ -176,7 +230,7 @@ fn caught_up(consumer: &GroupConsumer, topic: &str, partition: i32, consumed: Op
     }
 }
 
-fn take_rebalance_events(consumer: &GroupConsumer) -> Vec<RebalanceEvent> {
+pub(super) fn take_rebalance_events(consumer: &GroupConsumer) -> Vec<RebalanceEvent> {
     consumer
         .context()
         .events
@@ -186,7 +240,7 @@ fn take_rebalance_events(consumer: &GroupConsumer) -> Vec<RebalanceEvent> {
 }
 
 /// Common batch tail: persist every dirty task (changelog, then local) and commit.
-fn persist_and_commit<S>(
+fn persist_and_commit<S: Observed>(
     out: &Out,
     consumer: &GroupConsumer,
     source: &str,
@@ -199,6 +253,7 @@ fn persist_and_commit<S>(
             continue;
         }
         let Some(consumed) = t.consumed else { continue };
+        let _task = tracing::debug_span!("persist", stage = S::NAME, partition = *p, offset = consumed).entered();
         let mut set = WriteSet::default();
         drain(t, &mut set);
         t.store.send_changelog(out, &mut set, consumed)?;
@@ -223,9 +278,36 @@ fn persist_and_commit<S>(
     Ok(())
 }
 
+/// Once per batch: stage counters (as differences), reorder-buffer depth and stream
+/// time; store sizes at most every `STORE_SIZE_EVERY`. (Lag comes from librdkafka's
+/// statistics, see `GroupContext`.)
+fn publish_batch<S: Observed>(h: &StageHandles, tasks: &mut BTreeMap<i32, Task<S>>, sized_at: &mut Instant) {
+    let mut waiting = 0;
+    let mut time = Ts::MIN;
+    for t in tasks.values_mut() {
+        let now = t.stage.snapshot();
+        S::publish(&now, &t.reported);
+        t.reported = now;
+        waiting += t.stage.waiting();
+        time = time.max(t.stage.event_time());
+    }
+    let Some(h) = &h.stateful else { return };
+    h.buffered.set(waiting as i64);
+    if time > Ts::MIN {
+        h.stream_time.set(time as f64);
+    }
+    if sized_at.elapsed() >= STORE_SIZE_EVERY {
+        *sized_at = Instant::now();
+        h.store_bytes
+            .set(tasks.values().map(|t| t.store.backend.size_bytes()).sum::<u64>() as i64);
+    }
+}
+
+const STORE_SIZE_EVERY: Duration = Duration::from_secs(10);
+
 /// Whether a record at `offset` must be applied: records below the store's position were
 /// already applied before a restart.
-fn admit_offset<S>(t: &mut Task<S>, offset: i64) -> bool {
+fn admit_offset<S: Observed>(t: &mut Task<S>, offset: i64) -> bool {
     if let Some(next) = t.store.next_offset {
         if offset < next {
             return false;
@@ -254,7 +336,7 @@ pub fn run_windows(
     let conv_topic = k.conversations_topic();
     let dlq = k.dead_letter_topic();
     let changelog = k.changelog_topic("windows");
-    let consumer = group_consumer(k, &k.group("windows"), false)?;
+    let consumer = group_consumer(k, "windows", false)?;
     consumer.subscribe(&[source.as_str()])?;
     let out = Out::new(k, None)?;
     let conv_partitions = topics::partitions(k, &conv_topic, Duration::from_secs(30))?;
@@ -262,10 +344,12 @@ pub fn run_windows(
     let mut tasks: BTreeMap<i32, Task<WindowsStage>> = BTreeMap::new();
     let mut wout = WindowsOutput::default();
     let mut buf = Vec::with_capacity(512);
+    let h = metrics().stage("windows");
+    let mut sized_at = Instant::now();
     tracing::info!(topic = %source, "windows started");
 
     let open = |p: i32| -> Result<Task<WindowsStage>, KafkaRunError> {
-        let (store, _stats) = PartitionStore::open(k, &config.state.dir, "windows", &changelog, p)?;
+        let (store, stats) = PartitionStore::open(k, &config.state.dir, "windows", &changelog, p)?;
         let mut stage = WindowsStage::new(
             setup.profiles.clone(),
             setup.lateness,
@@ -277,12 +361,16 @@ pub fn run_windows(
             stage.assume_fresh_store();
         }
         let waiting = stage.restore(&store.backend)?;
-        tracing::info!(partition = p, waiting, "windows task ready");
+        tracing::info!(partition = p, waiting, restored = stats.records, "windows task ready");
         Ok(Task::new(store, stage, HashMap::new()))
     };
 
     while !shutdown.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let span = tracing::debug_span!("batch", stage = "windows", records = tracing::field::Empty);
+        let _batch = span.enter();
         let mut n = 0usize;
+        let mut applied = 0u64;
         while n < k.batch_max {
             let m = match next_record(&consumer, &mut tasks, &open, n == 0)? {
                 Next::Record(m) => m,
@@ -297,6 +385,7 @@ pub fn run_windows(
             let Some(t) = tasks.get_mut(&m.partition()) else {
                 continue;
             };
+            applied += 1;
             t.last_input = Instant::now();
             t.idle_flushed = false;
             match decode_event(m.payload().unwrap_or_default()) {
@@ -305,7 +394,7 @@ pub fn run_windows(
                     &dlq,
                     "windows",
                     &m,
-                    format!("not a MessageEvent: {e}"),
+                    (DeadLetterReason::InvalidRecord, format!("not a MessageEvent: {e}")),
                     &framings.dead_letter,
                 )?,
                 Ok(ev) => {
@@ -322,6 +411,7 @@ pub fn run_windows(
                 &mut wout,
                 framings,
                 &mut buf,
+                &h,
             )?;
         }
         // Idle partitions: apply what waits for the watermark (wall clock, only here).
@@ -339,7 +429,7 @@ pub fn run_windows(
                 t.stage.flush(Some(backend), &mut wout)?;
                 t.dirty = true;
                 t.idle_flushed = true;
-                emit_windows(&out, &conv_topic, &dlq, &source, *p, &mut wout, framings, &mut buf)?;
+                emit_windows(&out, &conv_topic, &dlq, &source, *p, &mut wout, framings, &mut buf, &h)?;
                 if t.consumed.is_none() {
                     t.consumed = t.store.next_offset.map(|o| o - 1);
                 }
@@ -368,16 +458,24 @@ pub fn run_windows(
                 }
             }
         }
-        if !tasks.values().any(|t| t.dirty) {
-            continue;
+        h.input.inc_by(applied);
+        span.record("records", applied);
+        let dirty = tasks.values().any(|t| t.dirty);
+        if dirty {
+            let persisting = Instant::now();
+            out.flush(Duration::from_secs(120))?;
+            persist_and_commit(&out, &consumer, &source, &mut tasks, |t, set| {
+                let purge = t.stage.stream_time().saturating_sub(PURGE_MARGIN);
+                t.stage.drain(set, purge, true);
+                t.store.backend.set_purge_before(Family::Scopes, purge);
+                t.store.backend.set_purge_before(Family::Messages, purge);
+            })?;
+            h.commit.observe(persisting.elapsed().as_secs_f64());
         }
-        out.flush(Duration::from_secs(120))?;
-        persist_and_commit(&out, &consumer, &source, &mut tasks, |t, set| {
-            let purge = t.stage.stream_time().saturating_sub(PURGE_MARGIN);
-            t.stage.drain(set, purge, true);
-            t.store.backend.set_purge_before(Family::Scopes, purge);
-            t.store.backend.set_purge_before(Family::Messages, purge);
-        })?;
+        publish_batch(&h, &mut tasks, &mut sized_at);
+        if n > 0 || dirty {
+            h.batch.observe(started.elapsed().as_secs_f64());
+        }
     }
     out.flush(Duration::from_secs(30))?;
     tracing::info!("windows stopped");
@@ -394,8 +492,12 @@ fn emit_windows(
     wout: &mut WindowsOutput,
     framings: &Framings,
     buf: &mut Vec<u8>,
+    h: &StageHandles,
 ) -> Result<(), KafkaRunError> {
+    let now = std::time::SystemTime::now();
     for c in wout.opened.drain(..) {
+        h.produced.inc();
+        h.output_latency(c.opened_at, now);
         buf.clear();
         encode_opened(&c, &framings.conversations, buf);
         out.send(OutRecord {
@@ -407,34 +509,59 @@ fn emit_windows(
         })?;
     }
     for r in wout.rejected.drain(..) {
-        rejected_dead_letter(out, dlq, "windows", source, partition, &r, &framings.dead_letter)?;
+        rejected_dead_letter(
+            out,
+            dlq,
+            "windows",
+            source,
+            partition,
+            &r,
+            DeadLetterReason::UnsupportedEra,
+            &framings.dead_letter,
+        )?;
     }
     Ok(())
 }
 
-fn apply_rebalance<S>(
+fn apply_rebalance<S: Observed>(
     ev: RebalanceEvent,
     tasks: &mut BTreeMap<i32, Task<S>>,
     open: &impl Fn(i32) -> Result<Task<S>, KafkaRunError>,
 ) -> Result<(), KafkaRunError> {
+    let stage = S::NAME;
+    let m = metrics();
     match ev {
         RebalanceEvent::Revoked(ps) => {
+            m.rebalances.with_label_values(&[stage, "revoked"]).inc();
             for p in ps {
                 // Everything of a revoked partition was persisted at the end of the last
                 // batch (rebalances only happen inside poll, between batches).
                 if tasks.remove(&p).is_some() {
-                    tracing::info!(partition = p, "partition revoked; store closed");
+                    tracing::info!(stage, partition = p, "partition revoked; store closed");
                 }
+                let _ = m.consumer_lag.remove_label_values(&[stage, &p.to_string()]);
             }
         }
         RebalanceEvent::Assigned(ps) => {
+            m.rebalances.with_label_values(&[stage, "assigned"]).inc();
+            health().joined(stage);
             for p in ps {
                 if let std::collections::btree_map::Entry::Vacant(e) = tasks.entry(p) {
-                    e.insert(open(p)?);
+                    let span = tracing::info_span!("restore", stage, partition = p);
+                    let _g = span.enter();
+                    health().restoring(stage, 1);
+                    let started = Instant::now();
+                    let task = open(p);
+                    health().restoring(stage, -1);
+                    m.restore_duration
+                        .with_label_values(&[stage])
+                        .observe(started.elapsed().as_secs_f64());
+                    e.insert(task?);
                 }
             }
         }
     }
+    health().assigned(stage, tasks.len());
     Ok(())
 }
 
@@ -453,7 +580,7 @@ pub fn run_ledger(
     let billing = k.billing_topic();
     let dlq = k.dead_letter_topic();
     let changelog = k.changelog_topic("ledger");
-    let consumer = group_consumer(k, &k.group("ledger"), false)?;
+    let consumer = group_consumer(k, "ledger", false)?;
     consumer.subscribe(&[source.as_str()])?;
     let out = Out::new(k, None)?;
     let upstream_partitions = topics::partitions(k, &k.events_topic(), Duration::from_secs(30))?;
@@ -461,10 +588,12 @@ pub fn run_ledger(
     let mut tasks: BTreeMap<i32, Task<LedgerStage>> = BTreeMap::new();
     let mut lout = LedgerOutput::default();
     let mut buf = Vec::with_capacity(512);
+    let h = metrics().stage("ledger");
+    let mut sized_at = Instant::now();
     tracing::info!(topic = %source, "ledger started");
 
     let open = |p: i32| -> Result<Task<LedgerStage>, KafkaRunError> {
-        let (store, _stats) = PartitionStore::open(k, &config.state.dir, "ledger", &changelog, p)?;
+        let (store, stats) = PartitionStore::open(k, &config.state.dir, "ledger", &changelog, p)?;
         let mut stage = LedgerStage::new(
             setup.profiles.clone(),
             setup.markets.clone(),
@@ -486,12 +615,16 @@ pub fn run_ledger(
                 }
             }
         }
-        tracing::info!(partition = p, waiting, "ledger task ready");
+        tracing::info!(partition = p, waiting, restored = stats.records, "ledger task ready");
         Ok(Task::new(store, stage, upstream))
     };
 
     while !shutdown.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let span = tracing::debug_span!("batch", stage = "ledger", records = tracing::field::Empty);
+        let _batch = span.enter();
         let mut n = 0usize;
+        let mut applied = 0u64;
         while n < k.batch_max {
             let m = match next_record(&consumer, &mut tasks, &open, n == 0)? {
                 Next::Record(m) => m,
@@ -520,12 +653,13 @@ pub fn run_ledger(
                         &dlq,
                         "ledger",
                         &m,
-                        "malformed watermark record".into(),
+                        (DeadLetterReason::MalformedControl, "malformed watermark record".into()),
                         &framings.dead_letter,
                     )?,
                 }
                 continue;
             }
+            applied += 1;
             t.last_input = Instant::now();
             match decode_opened(payload) {
                 Err(e) => dead_letter(
@@ -533,7 +667,10 @@ pub fn run_ledger(
                     &dlq,
                     "ledger",
                     &m,
-                    format!("not a ConversationOpened: {e}"),
+                    (
+                        DeadLetterReason::InvalidRecord,
+                        format!("not a ConversationOpened: {e}"),
+                    ),
                     &framings.dead_letter,
                 )?,
                 Ok(c) => {
@@ -550,6 +687,7 @@ pub fn run_ledger(
                 &mut lout,
                 framings,
                 &mut buf,
+                &h,
             )?;
         }
         for (p, t) in tasks.iter_mut() {
@@ -580,21 +718,29 @@ pub fn run_ledger(
                     t.consumed = t.store.next_offset.map(|o| o - 1);
                 }
             }
-            emit_ledger(&out, &billing, &dlq, &source, *p, &mut lout, framings, &mut buf)?;
+            emit_ledger(&out, &billing, &dlq, &source, *p, &mut lout, framings, &mut buf, &h)?;
         }
-        if !tasks.values().any(|t| t.dirty) {
-            continue;
+        h.input.inc_by(applied);
+        span.record("records", applied);
+        let dirty = tasks.values().any(|t| t.dirty);
+        if dirty {
+            let persisting = Instant::now();
+            out.flush(Duration::from_secs(120))?;
+            persist_and_commit(&out, &consumer, &source, &mut tasks, |t, set| {
+                for (q, w) in &t.upstream {
+                    meta_i64(set, &upstream_key(*q), *w);
+                }
+                let purge = t.stage.stream_time().saturating_sub(LEDGER_RETENTION);
+                t.stage.drain(set, purge, true);
+                t.store.backend.set_purge_before(Family::Conversations, purge);
+                t.store.backend.set_purge_before(Family::Counters, purge);
+            })?;
+            h.commit.observe(persisting.elapsed().as_secs_f64());
         }
-        out.flush(Duration::from_secs(120))?;
-        persist_and_commit(&out, &consumer, &source, &mut tasks, |t, set| {
-            for (q, w) in &t.upstream {
-                meta_i64(set, &upstream_key(*q), *w);
-            }
-            let purge = t.stage.stream_time().saturating_sub(LEDGER_RETENTION);
-            t.stage.drain(set, purge, true);
-            t.store.backend.set_purge_before(Family::Conversations, purge);
-            t.store.backend.set_purge_before(Family::Counters, purge);
-        })?;
+        publish_batch(&h, &mut tasks, &mut sized_at);
+        if n > 0 || dirty {
+            h.batch.observe(started.elapsed().as_secs_f64());
+        }
     }
     out.flush(Duration::from_secs(30))?;
     tracing::info!("ledger stopped");
@@ -611,8 +757,13 @@ fn emit_ledger(
     lout: &mut LedgerOutput,
     framings: &Framings,
     buf: &mut Vec<u8>,
+    h: &StageHandles,
 ) -> Result<(), KafkaRunError> {
+    let now = std::time::SystemTime::now();
     for b in lout.billed.drain(..) {
+        h.produced.inc();
+        h.output_latency(b.opened.opened_at, now);
+        metrics().billed(&b);
         buf.clear();
         encode_billed(&b, &framings.billing, buf);
         out.send(OutRecord {
@@ -624,7 +775,16 @@ fn emit_ledger(
         })?;
     }
     for r in lout.rejected.drain(..) {
-        rejected_dead_letter(out, dlq, "ledger", source, partition, &r, &framings.dead_letter)?;
+        rejected_dead_letter(
+            out,
+            dlq,
+            "ledger",
+            source,
+            partition,
+            &r,
+            DeadLetterReason::Unpriceable,
+            &framings.dead_letter,
+        )?;
     }
     Ok(())
 }

@@ -71,6 +71,9 @@ impl PartitionStore {
             tpl.add_partition_offset(changelog_topic, partition, Offset::Offset(from))?;
             consumer.assign(&tpl)?;
             let mut set = WriteSet::default();
+            let restored = crate::ops::metrics::metrics()
+                .restore_records
+                .with_label_values(&[stage]);
             let mut last = from - 1;
             let deadline = Instant::now() + Duration::from_secs(600);
             while last < high - 1 {
@@ -96,9 +99,11 @@ impl PartitionStore {
                 set.changes.push((family, rest.into(), m.payload().map(<[u8]>::to_vec)));
                 records += 1;
                 if set.len() >= 10_000 {
+                    restored.inc_by(set.len() as u64);
                     backend.write(std::mem::take(&mut set))?;
                 }
             }
+            restored.inc_by(set.len() as u64);
             meta_i64(&mut set, LOCAL_CHANGELOG_OFFSET, last);
             backend.write(set)?;
         }
