@@ -127,6 +127,15 @@ impl KafkaConfig {
     pub fn changelog_topic(&self, stage: &str) -> String {
         format!("{}-{stage}-changelog", self.prefix)
     }
+    /// `processing_guarantee = "exactly_once"`: Kafka transactions (see README).
+    pub fn exactly_once(&self) -> bool {
+        self.processing_guarantee == "exactly_once"
+    }
+    /// One transactional id per stage task (input partition): a restarted or moved task
+    /// fences its predecessor's producer and aborts what it left open.
+    pub fn transactional_id(&self, stage: &str, partition: i32) -> String {
+        format!("{}-{stage}-{partition}", self.prefix)
+    }
     pub fn group(&self, stage: &str) -> String {
         format!("{}-{stage}", self.prefix)
     }

@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::TopicPartitionList;
 
 use super::KafkaRunError;
 use crate::config::KafkaConfig;
@@ -160,6 +161,47 @@ impl Out {
         Ok(())
     }
 
+    /// Exactly-once mode: registers the transactional id (fencing and aborting whatever a
+    /// previous incarnation left open) and opens the first transaction.
+    pub fn start_transactions(&self, timeout: Duration) -> Result<(), KafkaRunError> {
+        self.producer.init_transactions(timeout)?;
+        self.producer.begin_transaction()?;
+        Ok(())
+    }
+
+    /// Commits the open transaction with the consumer's input offsets in it, then opens
+    /// the next one. Any failure fails the batch (the process restarts from its stores and
+    /// the committed offsets; the aborted outputs are invisible to read_committed readers).
+    pub fn commit_transaction(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> Result<(), KafkaRunError> {
+        self.producer.send_offsets_to_transaction(offsets, group, timeout)?;
+        self.producer.commit_transaction(timeout)?;
+        let errors = self.deliveries.errors.swap(0, Ordering::Relaxed);
+        if errors > 0 {
+            let last = self
+                .deliveries
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|l| l.clone())
+                .unwrap_or_default();
+            return Err(KafkaRunError::Delivery { failed: errors, last });
+        }
+        self.producer.begin_transaction()?;
+        Ok(())
+    }
+
+    /// Abandons the open transaction (a revoked task between batches has an empty one).
+    pub fn abort_transaction(&self, timeout: Duration) {
+        if let Err(e) = self.producer.abort_transaction(timeout) {
+            tracing::warn!(error = %e, "aborting a transaction");
+        }
+    }
+
     pub fn acked_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         self.deliveries
             .acked
@@ -266,6 +308,10 @@ pub fn group_consumer(
 /// A consumer outside any group, for restoring changelogs by manual assignment.
 pub fn plain_consumer(k: &KafkaConfig, purpose: &str) -> Result<BaseConsumer, KafkaRunError> {
     let mut c = base_config(k);
+    // Exactly-once: a changelog holds aborted transactions; only committed state restores.
+    if k.exactly_once() {
+        c.set("isolation.level", "read_committed");
+    }
     c.set("group.id", format!("{}-{purpose}-restore", k.prefix));
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");

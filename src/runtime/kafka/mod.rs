@@ -80,15 +80,12 @@ pub fn run(
 ) -> Result<(), KafkaRunError> {
     let k = &config.kafka;
     match k.processing_guarantee.as_str() {
-        "effectively_once" => {}
-        "exactly_once" => {
-            return Err(KafkaRunError::Config(
-                "processing_guarantee = \"exactly_once\" (Kafka transactions) is not available in this build; \
-                 use \"effectively_once\""
-                    .into(),
-            ))
+        "effectively_once" | "exactly_once" => {}
+        other => {
+            return Err(KafkaRunError::Config(format!(
+                "unknown processing_guarantee {other:?} (effectively_once or exactly_once)"
+            )))
         }
-        other => return Err(KafkaRunError::Config(format!("unknown processing_guarantee {other:?}"))),
     }
     let p = k.partitions;
     let mut specs = vec![

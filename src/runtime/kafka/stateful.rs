@@ -101,10 +101,13 @@ struct Task<S: Observed> {
     upstream: HashMap<i32, Ts>,
     /// Set by an idle flush (caught up, nothing waiting); cleared by new input.
     idle_flushed: bool,
+    /// Exactly-once: this task's transactional producer (its outputs, changelog and input
+    /// offsets commit atomically). `None`: the stage's shared producer.
+    txn: Option<Out>,
 }
 
 impl<S: Observed> Task<S> {
-    fn new(store: PartitionStore, stage: S, upstream: HashMap<i32, Ts>) -> Self {
+    fn new(store: PartitionStore, stage: S, upstream: HashMap<i32, Ts>, txn: Option<Out>) -> Self {
         Task {
             store,
             reported: stage.snapshot(),
@@ -115,8 +118,26 @@ impl<S: Observed> Task<S> {
             announced: Ts::MIN,
             upstream,
             idle_flushed: false,
+            txn,
         }
     }
+
+    /// Where this task's records go: its transaction, or the shared producer.
+    fn producer<'a>(&'a self, shared: &'a Out) -> &'a Out {
+        self.txn.as_ref().unwrap_or(shared)
+    }
+}
+
+/// Exactly-once: the task's transactional producer, registered (fencing a predecessor and
+/// aborting what it left open) before the store restores, so the changelog's last
+/// stable offset is not held back by a dead transaction.
+pub(super) fn task_producer(k: &crate::config::KafkaConfig, stage: &str, p: i32) -> Result<Option<Out>, KafkaRunError> {
+    if !k.exactly_once() {
+        return Ok(None);
+    }
+    let txn = Out::new(k, Some(&k.transactional_id(stage, p)))?;
+    txn.start_transactions(Duration::from_secs(60))?;
+    Ok(Some(txn))
 }
 
 /// One step of a batch: a record admitted to its partition's task, a record to skip
@@ -256,24 +277,39 @@ fn persist_and_commit<S: Observed>(
         let _task = tracing::debug_span!("persist", stage = S::NAME, partition = *p, offset = consumed).entered();
         let mut set = WriteSet::default();
         drain(t, &mut set);
-        t.store.send_changelog(out, &mut set, consumed)?;
+        t.store.send_changelog(t.producer(out), &mut set, consumed)?;
         sets.push((*p, set, consumed));
     }
     if sets.is_empty() {
         return Ok(());
     }
     out.flush(Duration::from_secs(120))?;
+    let group = consumer.group_metadata();
     let mut tpl = TopicPartitionList::new();
     for (p, set, consumed) in sets {
         if let Some(t) = tasks.get_mut(&p) {
-            t.store.write_local(out, set, consumed)?;
+            if let Some(txn) = &t.txn {
+                // Outputs, changelog and input offset become visible together, or not at
+                // all; the local store follows only a committed transaction.
+                let mut offsets = TopicPartitionList::new();
+                offsets.add_partition_offset(source, p, Offset::Offset(consumed + 1))?;
+                let group = group
+                    .as_ref()
+                    .ok_or_else(|| KafkaRunError::Config("no consumer group metadata for the transaction".into()))?;
+                txn.commit_transaction(&offsets, group, Duration::from_secs(120))?;
+                t.store.write_local(txn, set, consumed)?;
+            } else {
+                t.store.write_local(out, set, consumed)?;
+                tpl.add_partition_offset(source, p, Offset::Offset(consumed + 1))?;
+            }
             t.dirty = false;
-            tpl.add_partition_offset(source, p, Offset::Offset(consumed + 1))?;
         }
     }
     // The store holds the authoritative offset; a failed commit only means more replay.
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        tracing::warn!(error = %e, "offset commit failed; the state store keeps the position");
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(error = %e, "offset commit failed; the state store keeps the position");
+        }
     }
     Ok(())
 }
@@ -336,7 +372,7 @@ pub fn run_windows(
     let conv_topic = k.conversations_topic();
     let dlq = k.dead_letter_topic();
     let changelog = k.changelog_topic("windows");
-    let consumer = group_consumer(k, "windows", false)?;
+    let consumer = group_consumer(k, "windows", k.exactly_once())?;
     consumer.subscribe(&[source.as_str()])?;
     let out = Out::new(k, None)?;
     let conv_partitions = topics::partitions(k, &conv_topic, Duration::from_secs(30))?;
@@ -349,6 +385,7 @@ pub fn run_windows(
     tracing::info!(topic = %source, "windows started");
 
     let open = |p: i32| -> Result<Task<WindowsStage>, KafkaRunError> {
+        let txn = task_producer(k, "windows", p)?;
         let (store, stats) = PartitionStore::open(k, &config.state.dir, "windows", &changelog, p)?;
         let mut stage = WindowsStage::new(
             setup.profiles.clone(),
@@ -362,7 +399,7 @@ pub fn run_windows(
         }
         let waiting = stage.restore(&store.backend)?;
         tracing::info!(partition = p, waiting, restored = stats.records, "windows task ready");
-        Ok(Task::new(store, stage, HashMap::new()))
+        Ok(Task::new(store, stage, HashMap::new(), txn))
     };
 
     while !shutdown.load(Ordering::SeqCst) {
@@ -390,7 +427,7 @@ pub fn run_windows(
             t.idle_flushed = false;
             match decode_event(m.payload().unwrap_or_default()) {
                 Err(e) => dead_letter(
-                    &out,
+                    t.producer(&out),
                     &dlq,
                     "windows",
                     &m,
@@ -403,7 +440,7 @@ pub fn run_windows(
                 }
             }
             emit_windows(
-                &out,
+                t.producer(&out),
                 &conv_topic,
                 &dlq,
                 &source,
@@ -429,7 +466,17 @@ pub fn run_windows(
                 t.stage.flush(Some(backend), &mut wout)?;
                 t.dirty = true;
                 t.idle_flushed = true;
-                emit_windows(&out, &conv_topic, &dlq, &source, *p, &mut wout, framings, &mut buf, &h)?;
+                emit_windows(
+                    t.producer(&out),
+                    &conv_topic,
+                    &dlq,
+                    &source,
+                    *p,
+                    &mut wout,
+                    framings,
+                    &mut buf,
+                    &h,
+                )?;
                 if t.consumed.is_none() {
                     t.consumed = t.store.next_offset.map(|o| o - 1);
                 }
@@ -447,8 +494,10 @@ pub fn run_windows(
                 let mut v = Vec::with_capacity(12);
                 v.extend_from_slice(&p.to_be_bytes());
                 v.extend_from_slice(&wm.to_be_bytes());
+                // In a transaction, the announcement commits with this task's next batch.
+                t.dirty |= t.txn.is_some() && t.consumed.is_some();
                 for q in 0..conv_partitions {
-                    out.send(OutRecord {
+                    t.producer(&out).send(OutRecord {
                         topic: &conv_topic,
                         key: WATERMARK_KEY,
                         value: Some(&v),
@@ -536,7 +585,10 @@ fn apply_rebalance<S: Observed>(
             for p in ps {
                 // Everything of a revoked partition was persisted at the end of the last
                 // batch (rebalances only happen inside poll, between batches).
-                if tasks.remove(&p).is_some() {
+                if let Some(t) = tasks.remove(&p) {
+                    if let Some(txn) = &t.txn {
+                        txn.abort_transaction(Duration::from_secs(30));
+                    }
                     tracing::info!(stage, partition = p, "partition revoked; store closed");
                 }
                 let _ = m.consumer_lag.remove_label_values(&[stage, &p.to_string()]);
@@ -580,7 +632,7 @@ pub fn run_ledger(
     let billing = k.billing_topic();
     let dlq = k.dead_letter_topic();
     let changelog = k.changelog_topic("ledger");
-    let consumer = group_consumer(k, "ledger", false)?;
+    let consumer = group_consumer(k, "ledger", k.exactly_once())?;
     consumer.subscribe(&[source.as_str()])?;
     let out = Out::new(k, None)?;
     let upstream_partitions = topics::partitions(k, &k.events_topic(), Duration::from_secs(30))?;
@@ -593,6 +645,7 @@ pub fn run_ledger(
     tracing::info!(topic = %source, "ledger started");
 
     let open = |p: i32| -> Result<Task<LedgerStage>, KafkaRunError> {
+        let txn = task_producer(k, "ledger", p)?;
         let (store, stats) = PartitionStore::open(k, &config.state.dir, "ledger", &changelog, p)?;
         let mut stage = LedgerStage::new(
             setup.profiles.clone(),
@@ -616,7 +669,7 @@ pub fn run_ledger(
             }
         }
         tracing::info!(partition = p, waiting, restored = stats.records, "ledger task ready");
-        Ok(Task::new(store, stage, upstream))
+        Ok(Task::new(store, stage, upstream, txn))
     };
 
     while !shutdown.load(Ordering::SeqCst) {
@@ -649,7 +702,7 @@ pub fn run_ledger(
                         *e = (*e).max(wm);
                     }
                     _ => dead_letter(
-                        &out,
+                        t.producer(&out),
                         &dlq,
                         "ledger",
                         &m,
@@ -663,7 +716,7 @@ pub fn run_ledger(
             t.last_input = Instant::now();
             match decode_opened(payload) {
                 Err(e) => dead_letter(
-                    &out,
+                    t.producer(&out),
                     &dlq,
                     "ledger",
                     &m,
@@ -679,7 +732,7 @@ pub fn run_ledger(
                 }
             }
             emit_ledger(
-                &out,
+                t.producer(&out),
                 &billing,
                 &dlq,
                 &source,
@@ -718,7 +771,17 @@ pub fn run_ledger(
                     t.consumed = t.store.next_offset.map(|o| o - 1);
                 }
             }
-            emit_ledger(&out, &billing, &dlq, &source, *p, &mut lout, framings, &mut buf, &h)?;
+            emit_ledger(
+                t.producer(&out),
+                &billing,
+                &dlq,
+                &source,
+                *p,
+                &mut lout,
+                framings,
+                &mut buf,
+                &h,
+            )?;
         }
         h.input.inc_by(applied);
         span.record("records", applied);

@@ -74,21 +74,31 @@ impl PartitionStore {
             let restored = crate::ops::metrics::metrics()
                 .restore_records
                 .with_label_values(&[stage]);
-            let mut last = from - 1;
+            // Next offset to read. Under read_committed, transaction markers and aborted
+            // records take offsets no message shows: the consumer's position covers them.
+            let mut next = from;
             let deadline = Instant::now() + Duration::from_secs(600);
-            while last < high - 1 {
+            while next < high {
                 if Instant::now() > deadline {
                     return Err(KafkaRunError::Restore {
                         topic: changelog_topic.to_string(),
                         partition,
-                        reason: format!("stuck at offset {last} of {high}"),
+                        reason: format!("stuck at offset {next} of {high}"),
                     });
                 }
                 let m = match super::classify(consumer.poll(Duration::from_millis(200))) {
                     super::Polled::Record(m) => m,
-                    super::Polled::Nothing | super::Polled::Retry => continue,
+                    super::Polled::Nothing | super::Polled::Retry => {
+                        if let Some(pos) = consumer.position().ok().and_then(|tpl| {
+                            tpl.find_partition(changelog_topic, partition)
+                                .and_then(|e| e.offset().to_raw())
+                        }) {
+                            next = next.max(pos);
+                        }
+                        continue;
+                    }
                 };
-                last = m.offset();
+                next = m.offset() + 1;
                 let Some(key) = m.key() else { continue };
                 let Some((&code, rest)) = key.split_first() else {
                     continue;
@@ -104,7 +114,7 @@ impl PartitionStore {
                 }
             }
             restored.inc_by(set.len() as u64);
-            meta_i64(&mut set, LOCAL_CHANGELOG_OFFSET, last);
+            meta_i64(&mut set, LOCAL_CHANGELOG_OFFSET, next - 1);
             backend.write(set)?;
         }
         let next_offset = backend
