@@ -154,7 +154,28 @@ pub fn resolve_uncached(wa_id: &str) -> Result<Resolved, NumberError> {
 struct Matchers {
     /// Anchored regex per pattern, keyed by the address of the pattern's text inside the
     /// static metadata database (which never moves or changes). `None`: use the crate's `find`.
-    anchored: FxHashMap<usize, Option<regex::Regex>>,
+    anchored: FxHashMap<usize, Anchored>,
+}
+
+type Anchored = Option<std::sync::Arc<regex::Regex>>;
+
+/// Compiled anchored patterns shared by every resolver of the process (compiling one
+/// costs up to milliseconds; each resolver keeps its own lock-free map in front).
+static COMPILED: std::sync::Mutex<Option<FxHashMap<usize, Anchored>>> = std::sync::Mutex::new(None);
+
+fn compiled(src: &'static str) -> Anchored {
+    let mut guard = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    guard
+        .get_or_insert_with(FxHashMap::default)
+        .entry(src.as_ptr() as usize)
+        .or_insert_with(|| {
+            regex::RegexBuilder::new(&format!("^(?:{src}\n)"))
+                .ignore_whitespace(true)
+                .build()
+                .ok()
+                .map(std::sync::Arc::new)
+        })
+        .clone()
 }
 
 type Meta = &'static phonenumber::Metadata;
@@ -259,12 +280,10 @@ impl Matchers {
     /// `pattern.find(value).map(|m| m.start() == 0).unwrap_or(false)`, for the pattern
     /// whose source is `src`; `find` is that crate call (the fallback).
     fn starts_at_0(&mut self, src: &'static str, value: &str, find: impl FnOnce() -> bool) -> bool {
-        let re = self.anchored.entry(src.as_ptr() as usize).or_insert_with(|| {
-            regex::RegexBuilder::new(&format!("^(?:{src}\n)"))
-                .ignore_whitespace(true)
-                .build()
-                .ok()
-        });
+        let re = self
+            .anchored
+            .entry(src.as_ptr() as usize)
+            .or_insert_with(|| compiled(src));
         match re {
             Some(re) => re.is_match(value),
             None => find(),

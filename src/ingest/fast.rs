@@ -99,18 +99,13 @@ impl<'a> Scanner<'a> {
     fn plain_str(&mut self) -> R<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
-        let rest = self.b.get(start..).ok_or(Bail)?;
-        for (k, &c) in rest.iter().enumerate() {
-            if c == b'"' {
-                self.i = start + k + 1;
-                // The quotes are ASCII, so these are char boundaries of valid UTF-8.
-                return self.s.get(start..start + k).ok_or(Bail);
-            }
-            if c == b'\\' || c < 0x20 {
-                return Err(Bail);
-            }
+        let end = find_special(self.b, start);
+        if self.b.get(end) != Some(&b'"') {
+            return Err(Bail);
         }
-        Err(Bail)
+        self.i = end + 1;
+        // The quotes are ASCII, so these are char boundaries of valid UTF-8.
+        self.s.get(start..end).ok_or(Bail)
     }
 
     /// `null` → `None` (serde's `Option`), a plain string → `Some`.
@@ -132,6 +127,7 @@ impl<'a> Scanner<'a> {
     fn skip_str(&mut self) -> R<()> {
         self.eat(b'"')?;
         loop {
+            self.i = find_special(self.b, self.i);
             let c = *self.b.get(self.i).ok_or(Bail)?;
             self.i += 1;
             match c {
@@ -585,6 +581,36 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Index of the first `"`, `\\` or control character at or after `i` (`b.len()` if none),
+/// eight bytes at a time: serde_json's own word-at-a-time test (a borrow can only flag a
+/// byte after the first real match, so the lowest flagged byte is exact).
+#[inline]
+fn find_special(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else { break };
+        let w = u64::from_le_bytes(bytes);
+        let ctrl = w.wrapping_sub(ONES * 0x20) & !w;
+        let q = w ^ (ONES * u64::from(b'"'));
+        let quote = q.wrapping_sub(ONES) & !q;
+        let e = w ^ (ONES * u64::from(b'\\'));
+        let escape = e.wrapping_sub(ONES) & !e;
+        let m = (ctrl | quote | escape) & HIGH;
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
 /// Sets a declared field; a second occurrence bails (serde: "duplicate field").
 #[inline]
 fn once<T>(slot: &mut Option<T>, v: T) -> R<()> {
@@ -826,6 +852,14 @@ mod tests {
             }
         }
         String::from_utf8_lossy(&b).into_owned()
+    }
+
+    proptest! {
+        #[test]
+        fn find_special_is_the_first_special_byte(b in proptest::collection::vec(any::<u8>(), 0..40), i in 0usize..40) {
+            let naive = (i..b.len()).find(|&k| b[k] == b'"' || b[k] == b'\\' || b[k] < 0x20).unwrap_or(b.len().max(i));
+            prop_assert_eq!(super::find_special(&b, i), naive);
+        }
     }
 
     proptest! {
