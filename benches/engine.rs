@@ -123,6 +123,7 @@ fn bench(c: &mut Criterion) {
     let s = setup();
 
     if let Ok(which) = std::env::var("WABILL_BENCH_ONCE") {
+        let started = std::time::Instant::now();
         let n = match which.as_str() {
             "engine" => run_engine(&s, events),
             "replay" => {
@@ -131,7 +132,11 @@ fn bench(c: &mut Criterion) {
             }
             other => panic!("WABILL_BENCH_ONCE={other}: expected engine or replay"),
         };
-        eprintln!("{which}: {n} conversations");
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{which}: {n} conversations, {secs:.3} s, {:.0} events/s",
+            n_events as f64 / secs
+        );
         std::process::exit(0);
     }
 

@@ -58,8 +58,16 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     /// JSON whitespace, as serde_json skips it.
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
+        // Compact JSON has none: one compare in the common case.
+        if self.b.get(self.i).is_some_and(|&c| c <= b' ') {
+            self.ws_slow();
+        }
+    }
+
+    #[inline(never)]
+    fn ws_slow(&mut self) {
         while let Some(&c) = self.b.get(self.i) {
             if matches!(c, b' ' | b'\n' | b'\t' | b'\r') {
                 self.i += 1;
