@@ -105,8 +105,11 @@ impl<V: StoreValue> Table<V> {
         }
     }
 
-    /// Moves every dirty entry into `set` (encoded) and marks it clean.
+    /// Moves every dirty entry into `set` (encoded), in key order, and marks it clean.
+    /// (Key order makes RocksDB's memtable inserts cheaper; the keys are distinct, so the
+    /// order changes nothing else.)
     pub fn drain_dirty(&mut self, set: &mut WriteSet) {
+        self.dirty.sort_unstable();
         for key in self.dirty.drain(..) {
             if let Some(slot) = self.map.get_mut(&key) {
                 slot.dirty = false;
