@@ -167,19 +167,23 @@ impl<V: StoreValue> Table<V> {
     /// (Key order makes RocksDB's memtable inserts cheaper; the keys are distinct, so the
     /// order changes nothing else.)
     pub fn drain_dirty(&mut self, set: &mut WriteSet) {
-        self.dirty.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
-        for key in self.dirty.drain(..) {
-            if let Some(slot) = self.map.get_mut(key.as_slice()) {
+        let mut keys: Vec<Box<[u8]>> = self
+            .dirty
+            .drain(..)
+            .map(|k| match k {
+                Key::Heap(b) => b,
+                inline => inline.as_slice().into(),
+            })
+            .collect();
+        keys.sort_unstable();
+        for key in keys {
+            if let Some(slot) = self.map.get_mut(&key[..]) {
                 slot.dirty = false;
                 let bytes = slot.value.map(|v| {
                     let mut b = Vec::with_capacity(48);
                     v.encode(&mut b);
                     b
                 });
-                let key: Box<[u8]> = match key {
-                    Key::Heap(b) => b,
-                    inline => inline.as_slice().into(),
-                };
                 set.changes.push((self.family, key, bytes));
             }
         }
