@@ -6,6 +6,10 @@
 //!
 //! Traffic: a generated month, ≥ 1 M events, 100 k users, 50 WABAs. Override the size
 //! with WABILL_BENCH_EVENTS for a quick run.
+//!
+//! `WABILL_BENCH_ONCE=engine` (or `replay`) runs that workload exactly once instead of
+//! criterion, for instruction counts: `valgrind --tool=callgrind
+//! --toggle-collect='engine::run_*'` counts only the measured function.
 
 use std::sync::Arc;
 
@@ -53,6 +57,64 @@ fn normalise(lines: &[String]) -> Vec<MessageEvent> {
     evs
 }
 
+/// (a): windows + ledger over normalised events, in-memory store.
+#[inline(never)]
+fn run_engine(s: &Setup, evs: Vec<MessageEvent>) -> usize {
+    let mut engine = Engine::new(s, None);
+    let mut billed = Vec::with_capacity(1 << 16);
+    let mut rejected = Vec::new();
+    let mut total = 0;
+    for (i, ev) in evs.into_iter().enumerate() {
+        engine.push(ev, i as u64, &mut billed, &mut rejected).unwrap();
+        if billed.len() > 60_000 {
+            total += billed.len();
+            billed.clear();
+        }
+    }
+    engine.finish(&mut billed, &mut rejected).unwrap();
+    total + billed.len()
+}
+
+/// (b): Meta JSON lines → normaliser → engine with the RocksDB store, checkpoints every
+/// 50 k events, as `wabill replay` does on a new state directory.
+#[inline(never)]
+fn run_replay(s: &Setup, lines: &[String], dir: &std::path::Path) -> usize {
+    let backend = RocksBackend::open(dir).unwrap();
+    let fresh = backend.is_empty().unwrap();
+    let mut engine = Engine::new(s, Some(Box::new(backend)));
+    if fresh {
+        engine.assume_fresh_store();
+    }
+    let mut norm = Normaliser::new(None, 4 << 20);
+    let mut evs = Vec::new();
+    let mut bad = Vec::new();
+    let mut billed = Vec::with_capacity(1 << 16);
+    let mut rejected = Vec::new();
+    let mut pos = 0u64;
+    let mut since = 0u64;
+    let mut total = 0;
+    for l in lines {
+        pos += 1;
+        norm.normalise(l, &mut evs, &mut bad).unwrap();
+        for ev in evs.drain(..) {
+            since += 1;
+            engine.push(ev, pos, &mut billed, &mut rejected).unwrap();
+        }
+        if since >= 50_000 {
+            since = 0;
+            engine.checkpoint().unwrap();
+        }
+        if billed.len() > 60_000 {
+            total += billed.len();
+            billed.clear();
+        }
+    }
+    engine.finish(&mut billed, &mut rejected).unwrap();
+    engine.checkpoint().unwrap();
+    engine.sync().unwrap();
+    total + billed.len()
+}
+
 fn bench(c: &mut Criterion) {
     let lines = month_lines();
     let events = normalise(&lines);
@@ -60,68 +122,38 @@ fn bench(c: &mut Criterion) {
     eprintln!("bench traffic: {} payload lines, {} events", lines.len(), n_events);
     let s = setup();
 
+    if let Ok(which) = std::env::var("WABILL_BENCH_ONCE") {
+        let started = std::time::Instant::now();
+        let n = match which.as_str() {
+            "engine" => run_engine(&s, events),
+            "replay" => {
+                let dir = tempfile::tempdir().unwrap();
+                run_replay(&s, &lines, dir.path())
+            }
+            other => panic!("WABILL_BENCH_ONCE={other}: expected engine or replay"),
+        };
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{which}: {n} conversations, {secs:.3} s, {:.0} events/s",
+            n_events as f64 / secs
+        );
+        std::process::exit(0);
+    }
+
     let mut g = c.benchmark_group("wabill");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(n_events));
 
     g.bench_function("engine_in_memory", |b| {
-        b.iter_batched(
-            || events.clone(),
-            |evs| {
-                let mut engine = Engine::new(&s, None);
-                let mut billed = Vec::with_capacity(1 << 16);
-                let mut rejected = Vec::new();
-                for (i, ev) in evs.into_iter().enumerate() {
-                    engine.push(ev, i as u64, &mut billed, &mut rejected).unwrap();
-                    if billed.len() > 60_000 {
-                        billed.clear();
-                    }
-                }
-                engine.finish(&mut billed, &mut rejected).unwrap();
-                billed.len()
-            },
-            BatchSize::PerIteration,
-        )
+        b.iter_batched(|| events.clone(), |evs| run_engine(&s, evs), BatchSize::PerIteration)
     });
 
     g.bench_function("replay_path_rocksdb", |b| {
         b.iter_batched(
             || tempfile::tempdir().unwrap(),
             |dir| {
-                let backend = RocksBackend::open(dir.path()).unwrap();
-                let fresh = backend.is_empty().unwrap();
-                let mut engine = Engine::new(&s, Some(Box::new(backend)));
-                // As `wabill replay` does on a new state directory.
-                if fresh {
-                    engine.assume_fresh_store();
-                }
-                let mut norm = Normaliser::new(None, 4 << 20);
-                let mut evs = Vec::new();
-                let mut bad = Vec::new();
-                let mut billed = Vec::with_capacity(1 << 16);
-                let mut rejected = Vec::new();
-                let mut pos = 0u64;
-                let mut since = 0u64;
-                for l in &lines {
-                    pos += 1;
-                    norm.normalise(l, &mut evs, &mut bad).unwrap();
-                    for ev in evs.drain(..) {
-                        since += 1;
-                        engine.push(ev, pos, &mut billed, &mut rejected).unwrap();
-                    }
-                    if since >= 50_000 {
-                        since = 0;
-                        engine.checkpoint().unwrap();
-                    }
-                    if billed.len() > 60_000 {
-                        billed.clear();
-                    }
-                }
-                engine.finish(&mut billed, &mut rejected).unwrap();
-                engine.checkpoint().unwrap();
-                engine.sync().unwrap();
-                drop(engine);
+                run_replay(&s, &lines, dir.path());
                 dir
             },
             BatchSize::PerIteration,

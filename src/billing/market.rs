@@ -54,12 +54,21 @@ pub struct Resolved {
     pub valid: bool,
 }
 
+/// libphonenumber compiles its metadata's patterns lazily into an LRU cache of 100
+/// regexes. Parsing and validating a +1 number alone tries the patterns of up to 25
+/// regions, so with a few countries in the traffic the cache thrashes and every new user
+/// recompiles regexes (and rebuilds their lazy DFAs): about 60 % of a resolution. A
+/// larger capacity only changes what stays compiled, never a match result. The whole
+/// metadata holds fewer patterns than this, so nothing is ever evicted.
+const REGEX_CACHE_CAPACITY: usize = 1 << 16;
+
 /// Resolves `wa_id`s (E.164 digits without `+`) to countries, memoising results: a parse
 /// costs microseconds and the same users write again and again.
 #[derive(Default)]
 pub struct CountryResolver {
     cache: FxHashMap<Box<str>, Result<Resolved, NumberError>>,
     capacity: usize,
+    matchers: Matchers,
 }
 
 impl CountryResolver {
@@ -67,11 +76,18 @@ impl CountryResolver {
         CountryResolver {
             cache: FxHashMap::default(),
             capacity: capacity.max(1),
+            matchers: Matchers::default(),
         }
     }
 
-    /// Loads libphonenumber's metadata now rather than on the first event (about 100 ms).
+    /// Loads libphonenumber's metadata now rather than on the first event (about 100 ms),
+    /// and lets its regex cache hold every pattern (see `REGEX_CACHE_CAPACITY`).
     pub fn warm_up() {
+        if let Ok(mut cache) = DATABASE.cache().lock() {
+            if cache.capacity() < REGEX_CACHE_CAPACITY {
+                cache.set_capacity(REGEX_CACHE_CAPACITY);
+            }
+        }
         let _ = phonenumber::parse(None, "+14155550100");
     }
 
@@ -79,7 +95,7 @@ impl CountryResolver {
         if let Some(r) = self.cache.get(wa_id) {
             return r.clone();
         }
-        let r = resolve_uncached(wa_id);
+        let r = self.matchers.resolve(wa_id);
         if self.cache.len() >= self.capacity {
             self.cache.clear();
         }
@@ -88,6 +104,8 @@ impl CountryResolver {
     }
 }
 
+/// The reference resolution, entirely by the `phonenumber` crate's API. `Matchers::resolve`
+/// computes the same function faster (and is tested against this).
 pub fn resolve_uncached(wa_id: &str) -> Result<Resolved, NumberError> {
     let digits = wa_id.strip_prefix('+').unwrap_or(wa_id);
     if digits.is_empty() {
@@ -111,6 +129,166 @@ pub fn resolve_uncached(wa_id: &str) -> Result<Resolved, NumberError> {
         country,
         valid: pn.is_valid(),
     })
+}
+
+/// `resolve_uncached` without its regex costs, same result for every input.
+///
+/// After `phonenumber::parse` (kept as is), the crate decides the region (`source_for`)
+/// and validity (`number_type(..) != Unknown`) by testing the national number against
+/// metadata patterns, each test being `CachedRegex::find(v).map(|m| m.start() == 0)`
+/// (after a `possible_length` check for descriptors). Each such `find` locks a mutex,
+/// SipHashes the pattern text into an LRU, and runs an *unanchored* search whose lazy DFA
+/// keeps growing new states for new numbers. Here the same steps run in the same order on
+/// the same metadata, with one change: the test is an anchored match of the same pattern,
+/// `^(?:P)`, compiled once per pattern with the options phonenumber compiles it with
+/// (`ignore_whitespace`, the rest default). The two are equal: a leftmost search returns
+/// a match starting at 0 exactly when some match starts at 0, which is what `^(?:P)`
+/// matches. (The `\n` before `)` ends a possible `#` comment in whitespace mode.) A
+/// pattern that would not compile anchored falls back to the crate's own `find`.
+///
+/// Validity only asks whether `number_type` is not `Unknown`: that is the general
+/// descriptor matching and at least one of the ten typed descriptors it then tries
+/// (premium rate, toll free, shared cost, VoIP, personal, pager, UAN, voicemail, fixed
+/// line, mobile) matching, whatever the order.
+#[derive(Default)]
+struct Matchers {
+    /// Anchored regex per pattern, keyed by the address of the pattern's text inside the
+    /// static metadata database (which never moves or changes). `None`: use the crate's `find`.
+    anchored: FxHashMap<usize, Anchored>,
+}
+
+type Anchored = Option<std::sync::Arc<regex::Regex>>;
+
+/// Compiled anchored patterns shared by every resolver of the process (compiling one
+/// costs up to milliseconds; each resolver keeps its own lock-free map in front).
+static COMPILED: std::sync::Mutex<Option<FxHashMap<usize, Anchored>>> = std::sync::Mutex::new(None);
+
+fn compiled(src: &'static str) -> Anchored {
+    let mut guard = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    guard
+        .get_or_insert_with(FxHashMap::default)
+        .entry(src.as_ptr() as usize)
+        .or_insert_with(|| {
+            regex::RegexBuilder::new(&format!("^(?:{src}\n)"))
+                .ignore_whitespace(true)
+                .build()
+                .ok()
+                .map(std::sync::Arc::new)
+        })
+        .clone()
+}
+
+type Meta = &'static phonenumber::Metadata;
+
+impl Matchers {
+    fn resolve(&mut self, wa_id: &str) -> Result<Resolved, NumberError> {
+        let digits = wa_id.strip_prefix('+').unwrap_or(wa_id);
+        if digits.is_empty() {
+            return Err(NumberError::Empty);
+        }
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(NumberError::NotDigits(wa_id.to_string()));
+        }
+        let pn = phonenumber::parse(None, format!("+{digits}"))
+            .map_err(|_| NumberError::UnknownCallingCode(wa_id.to_string()))?;
+        let code = pn.code().value();
+        // `PhoneNumber::metadata` looks the region up with the national number without
+        // its leading zeros; `is_valid` with them (`NationalNumber`'s `Display`).
+        let bare = pn.national().value().to_string();
+        let shown = pn.national().to_string();
+        let meta = self.source(code, &bare);
+        let region = match meta {
+            Some(m) => m.id().to_string(),
+            None => DATABASE
+                .by_code(&code)
+                .and_then(|v| v.first().map(|m| m.id().to_string()))
+                .ok_or_else(|| NumberError::UnknownCallingCode(wa_id.to_string()))?,
+        };
+        let country = Country::new(&region).ok_or_else(|| NumberError::NonGeographic(wa_id.to_string()))?;
+        let valid_meta = if shown == bare { meta } else { self.source(code, &shown) };
+        let valid = match valid_meta {
+            Some(m) => self.known_type(m, &shown),
+            None => false,
+        };
+        Ok(Resolved { country, valid })
+    }
+
+    /// phonenumber's `source_for` followed by the metadata lookup `metadata()` and
+    /// `is_valid_with` both do.
+    fn source(&mut self, code: u16, national: &str) -> Option<Meta> {
+        let db: &'static phonenumber::metadata::Database = &DATABASE;
+        let regions = db.region(&code)?;
+        let by_region = |r: &str| -> Option<Meta> {
+            let id: phonenumber::country::Id = r.parse().ok()?;
+            db.by_id(id.as_ref())
+        };
+        if regions.len() == 1 {
+            return if regions[0] == "001" {
+                db.by_code(&code).and_then(|m| m.into_iter().next())
+            } else {
+                by_region(regions[0])
+            };
+        }
+        for region in regions {
+            let meta = db.by_id(region)?;
+            let hit = match meta.leading_digits() {
+                Some(p) => self.starts_at_0(p.as_str(), national, || {
+                    p.find(national).is_some_and(|m| m.start() == 0)
+                }),
+                None => self.known_type(meta, national),
+            };
+            if hit {
+                return by_region(region);
+            }
+        }
+        None
+    }
+
+    /// `number_type(meta, value) != Type::Unknown`.
+    fn known_type(&mut self, meta: Meta, value: &str) -> bool {
+        let d = meta.descriptors();
+        if !self.is_match(d.general(), value) {
+            return false;
+        }
+        [
+            d.premium_rate(),
+            d.toll_free(),
+            d.shared_cost(),
+            d.voip(),
+            d.personal_number(),
+            d.pager(),
+            d.uan(),
+            d.voicemail(),
+            d.fixed_line(),
+            d.mobile(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|desc| self.is_match(desc, value))
+    }
+
+    /// `Descriptor::is_match`.
+    fn is_match(&mut self, d: &'static phonenumber::metadata::Descriptor, value: &str) -> bool {
+        let lengths = d.possible_length();
+        if !lengths.is_empty() && !lengths.contains(&(value.len() as u16)) {
+            return false;
+        }
+        let p = d.national_number();
+        self.starts_at_0(p.as_str(), value, || p.find(value).is_some_and(|m| m.start() == 0))
+    }
+
+    /// `pattern.find(value).map(|m| m.start() == 0).unwrap_or(false)`, for the pattern
+    /// whose source is `src`; `find` is that crate call (the fallback).
+    fn starts_at_0(&mut self, src: &'static str, value: &str, find: impl FnOnce() -> bool) -> bool {
+        let re = self
+            .anchored
+            .entry(src.as_ptr() as usize)
+            .or_insert_with(|| compiled(src));
+        match re {
+            Some(re) => re.is_match(value),
+            None => find(),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -217,6 +395,76 @@ mod tests {
         assert_eq!(mk("97433123456"), "Rest of Middle East");
         assert_eq!(mk("77012345678"), "Other"); // Kazakhstan shares +7 with Russia
         assert_eq!(mk("79161234567"), "Russia");
+    }
+
+    /// `Matchers::resolve` equals the crate-only reference on every calling code, with
+    /// national numbers of many lengths, leading zeros, and the simulator's prefixes.
+    #[test]
+    fn fast_resolution_equals_reference() {
+        let mut m = Matchers::default();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            seed >> 33
+        };
+        let mut numbers: Vec<String> = vec!["".into(), "+".into(), "12ab".into(), "+4412".into(), "0".into()];
+        for cc in 1..=999u64 {
+            for len in [2usize, 6, 8, 9, 10, 12] {
+                for zero in [false, true] {
+                    let mut n = cc.to_string();
+                    for i in 0..len {
+                        let d = if zero && i == 0 { 0 } else { next() % 10 };
+                        n.push(char::from(b'0' + d as u8));
+                    }
+                    numbers.push(n);
+                }
+            }
+        }
+        for (prefix, len) in [
+            ("1650", 7),
+            ("1416", 7),
+            ("1876", 7),
+            ("1242", 7),
+            ("1809", 7),
+            ("1787", 7),
+            ("5511", 9),
+            ("5521", 9),
+            ("9198", 8),
+            ("4477", 8),
+            ("4915", 9),
+            ("2348", 9),
+            ("2547", 8),
+            ("6141", 7),
+            ("4851", 7),
+            ("3069", 8),
+            ("4367", 9),
+            ("9743", 6),
+            ("7701", 8),
+            ("7916", 7),
+            ("3906", 8),
+            ("3933", 8),
+            ("5255", 8),
+            ("6281", 9),
+            ("3361", 7),
+        ] {
+            for _ in 0..40 {
+                let mut n = prefix.to_string();
+                for _ in 0..len {
+                    n.push(char::from(b'0' + (next() % 10) as u8));
+                }
+                numbers.push(n);
+            }
+        }
+        let mut valid = 0;
+        for n in &numbers {
+            let want = resolve_uncached(n);
+            assert_eq!(m.resolve(n), want, "{n}");
+            valid += usize::from(want.is_ok_and(|r| r.valid));
+        }
+        assert!(valid > 1000, "the sample holds valid numbers too ({valid})");
+        assert!(m.anchored.len() > 500 && m.anchored.values().all(Option::is_some));
     }
 
     #[test]

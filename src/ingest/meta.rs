@@ -113,62 +113,65 @@ struct Metadata<'a> {
 }
 
 #[derive(Deserialize)]
-struct InboundJson<'a> {
+pub(super) struct InboundJson<'a> {
     #[serde(borrow)]
-    from: Cow<'a, str>,
+    pub(super) from: Cow<'a, str>,
     #[serde(borrow)]
-    id: Cow<'a, str>,
+    pub(super) id: Cow<'a, str>,
     #[serde(deserialize_with = "unix_ts")]
-    timestamp: Ts,
+    pub(super) timestamp: Ts,
     #[serde(borrow, default, rename = "type")]
-    kind: Option<Cow<'a, str>>,
+    pub(super) kind: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    referral: Option<ReferralJson<'a>>,
+    pub(super) referral: Option<ReferralJson<'a>>,
 }
 
 #[derive(Deserialize)]
-struct ReferralJson<'a> {
+pub(super) struct ReferralJson<'a> {
     #[serde(borrow, default)]
-    source_type: Option<Cow<'a, str>>,
+    pub(super) source_type: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct StatusJson<'a> {
+pub(super) struct StatusJson<'a> {
     #[serde(borrow)]
-    id: Cow<'a, str>,
+    pub(super) id: Cow<'a, str>,
     #[serde(borrow)]
-    status: Cow<'a, str>,
+    pub(super) status: Cow<'a, str>,
     #[serde(deserialize_with = "unix_ts")]
-    timestamp: Ts,
+    pub(super) timestamp: Ts,
     #[serde(borrow)]
-    recipient_id: Cow<'a, str>,
+    pub(super) recipient_id: Cow<'a, str>,
     #[serde(borrow, default)]
-    conversation: Option<ConversationJson<'a>>,
+    pub(super) conversation: Option<ConversationJson<'a>>,
     #[serde(borrow, default)]
-    pricing: Option<PricingJson<'a>>,
+    pub(super) pricing: Option<PricingJson<'a>>,
 }
 
 #[derive(Deserialize)]
-struct ConversationJson<'a> {
+pub(super) struct ConversationJson<'a> {
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    pub(super) id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    origin: Option<OriginJson<'a>>,
+    pub(super) origin: Option<OriginJson<'a>>,
 }
 
 #[derive(Deserialize)]
-struct OriginJson<'a> {
+pub(super) struct OriginJson<'a> {
     #[serde(borrow, default, rename = "type")]
-    kind: Option<Cow<'a, str>>,
+    pub(super) kind: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct PricingJson<'a> {
+pub(super) struct PricingJson<'a> {
     #[serde(default)]
-    billable: Option<bool>,
+    pub(super) billable: Option<bool>,
     #[serde(borrow, default)]
-    category: Option<Cow<'a, str>>,
+    pub(super) category: Option<Cow<'a, str>>,
 }
+
+/// Year 1970..=9999: anything else is not a real Meta timestamp.
+pub(super) const TS_RANGE: std::ops::RangeInclusive<Ts> = 0..=253_402_300_799;
 
 /// Meta sends Unix seconds as strings; On-Premises and hand-made feeds sometimes as
 /// numbers. Both are accepted; anything else is an error naming the value.
@@ -196,8 +199,7 @@ fn unix_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
         }
     }
     fn in_range<E: de::Error>(t: i64) -> Result<Ts, E> {
-        // Year 1970..=9999: anything else is not a real Meta timestamp.
-        if (0..=253_402_300_799).contains(&t) {
+        if TS_RANGE.contains(&t) {
             Ok(t)
         } else {
             Err(E::custom(format!("timestamp {t} is out of range")))
@@ -233,6 +235,23 @@ impl Normaliser {
                 max: self.max_payload_bytes,
             });
         }
+        let n_out = out.len();
+        if let Some(stats) = super::fast::normalise(self, payload, out) {
+            return Ok(stats);
+        }
+        // The fast scanner gave up: whatever it produced is discarded and the payload is
+        // read again the general way, which also words every error.
+        out.truncate(n_out);
+        self.normalise_general(payload, out, bad)
+    }
+
+    /// The general path alone (also the reference the fast scanner is tested against).
+    pub(super) fn normalise_general(
+        &mut self,
+        payload: &str,
+        out: &mut Vec<MessageEvent>,
+        bad: &mut Vec<BadEvent>,
+    ) -> Result<PayloadStats, PayloadError> {
         match payload.trim_start().as_bytes().first() {
             Some(b'{') => {}
             Some(b'[') => return Err(PayloadError::Shape("payload is a JSON array, not an object".into())),
@@ -341,6 +360,16 @@ impl Normaliser {
 
     fn inbound(&mut self, ctx: &Ctx<'_>, raw: &str, stats: &mut PayloadStats) -> Result<Option<MessageEvent>, String> {
         let m: InboundJson = serde_json::from_str(raw).map_err(|e| format!("inbound message: {}", short(&e)))?;
+        self.inbound_parsed(ctx, m, stats)
+    }
+
+    /// An inbound message as parsed (by serde or by the fast scanner) → event.
+    pub(super) fn inbound_parsed(
+        &mut self,
+        ctx: &Ctx<'_>,
+        m: InboundJson<'_>,
+        stats: &mut PayloadStats,
+    ) -> Result<Option<MessageEvent>, String> {
         if m.kind.as_deref() == Some("system") {
             return Ok(None);
         }
@@ -368,6 +397,16 @@ impl Normaliser {
 
     fn status(&mut self, ctx: &Ctx<'_>, raw: &str, stats: &mut PayloadStats) -> Result<MessageEvent, String> {
         let s: StatusJson = serde_json::from_str(raw).map_err(|e| format!("status: {}", short(&e)))?;
+        self.status_parsed(ctx, s, stats)
+    }
+
+    /// A status as parsed (by serde or by the fast scanner) → event.
+    pub(super) fn status_parsed(
+        &mut self,
+        ctx: &Ctx<'_>,
+        s: StatusJson<'_>,
+        stats: &mut PayloadStats,
+    ) -> Result<MessageEvent, String> {
         let status = StatusKind::parse(&s.status).ok_or_else(|| {
             format!(
                 "unknown status value {:?} (expected sent, delivered, read or failed)",
@@ -414,10 +453,10 @@ impl Normaliser {
     }
 }
 
-struct Ctx<'a> {
-    waba_id: &'a str,
-    phone_number_id: &'a str,
-    path: &'a str,
+pub(super) struct Ctx<'a> {
+    pub(super) waba_id: &'a str,
+    pub(super) phone_number_id: &'a str,
+    pub(super) path: &'a str,
 }
 
 impl Ctx<'_> {

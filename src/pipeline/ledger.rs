@@ -13,7 +13,9 @@ use super::pending::{load_pending, meta_i64, read_meta_i64, PendingJournal};
 use super::records::{ConversationBilled, ConversationOpened, Rejected};
 use super::reorder::{Admit, ReorderBuffer};
 use crate::billing::money::with_markup;
-use crate::billing::time::{local_date, local_month, Ts, DAY};
+use chrono::Datelike;
+
+use crate::billing::time::{local_date, month_label, Ts, DAY};
 use crate::billing::{MarketMap, Origin, RateCard};
 use crate::config::Profiles;
 use crate::state::codec::Counter;
@@ -56,6 +58,8 @@ pub struct LedgerStage {
     counters: Table<Counter>,
     key: Vec<u8>,
     journal: PendingJournal,
+    /// The last WABA-local (year, month) and its `YYYY-MM` label.
+    last_month: Option<((i32, u32), String)>,
     pub stats: LedgerStats,
 }
 
@@ -76,6 +80,7 @@ impl LedgerStage {
             counters: Table::new(Family::Counters, cache_entries),
             key: Vec::with_capacity(64),
             journal: PendingJournal::default(),
+            last_month: None,
             stats: LedgerStats::default(),
         }
     }
@@ -192,15 +197,22 @@ impl LedgerStage {
         }
         let profile = self.profiles.get(&c.waba_id);
         let tz = profile.time_zone;
-        let month = local_month(&tz, c.opened_at);
+        // `local_month`, with the label of the last (year, month) reused.
+        let date = local_date(&tz, c.opened_at);
+        let ym = (date.year(), date.month());
+        let month = match &self.last_month {
+            Some((k, label)) if *k == ym => label.clone(),
+            _ => {
+                let label = month_label(date);
+                self.last_month = Some((ym, label.clone()));
+                label
+            }
+        };
         let market = self.markets.market(c.country).to_string();
         let billable = c.origin != Origin::FreeEntryPoint;
         // Price first: a conversation the card cannot price is rejected before it can
         // take free tier.
-        let rate = match self
-            .card
-            .rate(&profile.currency, &market, c.origin, local_date(&tz, c.opened_at))
-        {
+        let rate = match self.card.rate(&profile.currency, &market, c.origin, date) {
             Ok(r) => r,
             Err(e) => {
                 self.stats.rejected += 1;
