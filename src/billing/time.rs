@@ -15,8 +15,18 @@ pub const DAY: Ts = 24 * HOUR;
 /// string interpreter showed in profiles); anything else, where chrono adds a sign,
 /// goes through chrono. `tests::fast_format_matches_chrono` checks they agree.
 pub fn format_ts(ts: Ts) -> String {
+    match rfc3339_fixed(ts) {
+        // Only ASCII digits and separators were written.
+        Some(b) => String::from_utf8_lossy(&b).into_owned(),
+        None => format_ts_chrono(ts),
+    }
+}
+
+/// `format_ts` without allocating, for years 0000..=9999 (`None` outside them): the
+/// Avro encoder writes it straight into its buffer.
+pub fn rfc3339_fixed(ts: Ts) -> Option<[u8; 20]> {
     if !(FAST_TS_MIN..=FAST_TS_MAX).contains(&ts) {
-        return format_ts_chrono(ts);
+        return None;
     }
     let (y, m, d) = civil_from_days(ts.div_euclid(DAY));
     let secs = ts.rem_euclid(DAY);
@@ -35,13 +45,12 @@ pub fn format_ts(ts: Ts) -> String {
             v /= 10;
         }
     }
-    // Only ASCII digits and separators were written.
-    String::from_utf8_lossy(&b).into_owned()
+    Some(b)
 }
 
 /// First and last second of years 0000..=9999.
-const FAST_TS_MIN: Ts = -62_167_219_200;
-const FAST_TS_MAX: Ts = 253_402_300_799;
+pub(crate) const FAST_TS_MIN: Ts = -62_167_219_200;
+pub(crate) const FAST_TS_MAX: Ts = 253_402_300_799;
 
 fn format_ts_chrono(ts: Ts) -> String {
     match DateTime::<Utc>::from_timestamp(ts, 0) {

@@ -413,48 +413,11 @@ fn put_timestamp(out: &mut Vec<u8>, ts: Ts) {
     put_str_with(out, |o| write_rfc3339(o, ts));
 }
 
-/// First and last second of years 0000..=9999, where the fast formatter applies.
-const TS_FAST_MIN: Ts = -62_167_219_200;
-const TS_FAST_MAX: Ts = 253_402_300_799;
-
 fn write_rfc3339(o: &mut Vec<u8>, ts: Ts) {
-    if !(TS_FAST_MIN..=TS_FAST_MAX).contains(&ts) {
-        o.extend_from_slice(format_ts(ts).as_bytes());
-        return;
+    match crate::billing::time::rfc3339_fixed(ts) {
+        Some(b) => o.extend_from_slice(&b),
+        None => o.extend_from_slice(format_ts(ts).as_bytes()),
     }
-    let days = ts.div_euclid(86_400);
-    let secs = ts.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let (hh, mm, ss) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let digits = |v: i64, n: usize, buf: &mut [u8]| {
-        let mut v = v;
-        for i in (0..n).rev() {
-            buf[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    let mut b = *b"0000-00-00T00:00:00Z";
-    digits(y, 4, &mut b[0..4]);
-    digits(m, 2, &mut b[5..7]);
-    digits(d, 2, &mut b[8..10]);
-    digits(hh, 2, &mut b[11..13]);
-    digits(mm, 2, &mut b[14..16]);
-    digits(ss, 2, &mut b[17..19]);
-    o.extend_from_slice(&b);
-}
-
-/// Days since 1970-01-01 → proleptic Gregorian (year, month, day) (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
@@ -1043,6 +1006,7 @@ pub fn decode_dead_letter(bytes: &[u8]) -> Result<DeadLetterRecord, CodecError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::billing::time::{FAST_TS_MAX as TS_FAST_MAX, FAST_TS_MIN as TS_FAST_MIN};
     use std::str::FromStr;
 
     fn event() -> MessageEvent {
