@@ -147,6 +147,12 @@ impl Out {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.take_delivery_errors()?;
+        Ok(())
+    }
+
+    /// Fails if any record queued since the last check was not delivered.
+    fn take_delivery_errors(&self) -> Result<(), KafkaRunError> {
         let errors = self.deliveries.errors.swap(0, Ordering::Relaxed);
         if errors > 0 {
             let last = self
@@ -180,17 +186,7 @@ impl Out {
     ) -> Result<(), KafkaRunError> {
         self.producer.send_offsets_to_transaction(offsets, group, timeout)?;
         self.producer.commit_transaction(timeout)?;
-        let errors = self.deliveries.errors.swap(0, Ordering::Relaxed);
-        if errors > 0 {
-            let last = self
-                .deliveries
-                .last_error
-                .lock()
-                .ok()
-                .and_then(|l| l.clone())
-                .unwrap_or_default();
-            return Err(KafkaRunError::Delivery { failed: errors, last });
-        }
+        self.take_delivery_errors()?;
         self.producer.begin_transaction()?;
         Ok(())
     }
@@ -223,7 +219,6 @@ pub struct GroupContext {
     /// The stage this consumer feeds (metric label).
     pub stage: &'static str,
     pub events: Mutex<Vec<RebalanceEvent>>,
-    pub rebalances: AtomicU64,
 }
 
 impl ClientContext for GroupContext {
@@ -258,7 +253,6 @@ impl ConsumerContext for GroupContext {
     }
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = r {
-            self.rebalances.fetch_add(1, Ordering::Relaxed);
             let parts = tpl.elements().iter().map(|e| e.partition()).collect();
             if let Ok(mut ev) = self.events.lock() {
                 ev.push(RebalanceEvent::Assigned(parts));
@@ -301,7 +295,6 @@ pub fn group_consumer(
     Ok(c.create_with_context(GroupContext {
         stage,
         events: Mutex::default(),
-        rebalances: AtomicU64::default(),
     })?)
 }
 

@@ -314,6 +314,43 @@ fn persist_and_commit<S: Observed>(
     Ok(())
 }
 
+/// What the batch loop counted, for the batch metrics.
+struct BatchEnd {
+    started: Instant,
+    /// Records polled (skipped ones included).
+    records: usize,
+    /// Records applied to a task.
+    applied: u64,
+}
+
+/// The end of every stateful batch: outputs acknowledged, then (when a task changed)
+/// state persisted and offsets committed, then the batch's metrics.
+#[allow(clippy::too_many_arguments)]
+fn finish_batch<S: Observed>(
+    out: &Out,
+    consumer: &GroupConsumer,
+    source: &str,
+    tasks: &mut BTreeMap<i32, Task<S>>,
+    h: &StageHandles,
+    sized_at: &mut Instant,
+    batch: BatchEnd,
+    drain: impl FnMut(&mut Task<S>, &mut WriteSet),
+) -> Result<(), KafkaRunError> {
+    h.input.inc_by(batch.applied);
+    let dirty = tasks.values().any(|t| t.dirty);
+    if dirty {
+        let persisting = Instant::now();
+        out.flush(Duration::from_secs(120))?;
+        persist_and_commit(out, consumer, source, tasks, drain)?;
+        h.commit.observe(persisting.elapsed().as_secs_f64());
+    }
+    publish_batch(h, tasks, sized_at);
+    if batch.records > 0 || dirty {
+        h.batch.observe(batch.started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
 /// Once per batch: stage counters (as differences), reorder-buffer depth and stream
 /// time; store sizes at most every `STORE_SIZE_EVERY`. (Lag comes from librdkafka's
 /// statistics, see `GroupContext`.)
@@ -507,24 +544,27 @@ pub fn run_windows(
                 }
             }
         }
-        h.input.inc_by(applied);
         span.record("records", applied);
-        let dirty = tasks.values().any(|t| t.dirty);
-        if dirty {
-            let persisting = Instant::now();
-            out.flush(Duration::from_secs(120))?;
-            persist_and_commit(&out, &consumer, &source, &mut tasks, |t, set| {
+        let batch = BatchEnd {
+            started,
+            records: n,
+            applied,
+        };
+        finish_batch(
+            &out,
+            &consumer,
+            &source,
+            &mut tasks,
+            &h,
+            &mut sized_at,
+            batch,
+            |t, set| {
                 let purge = t.stage.stream_time().saturating_sub(PURGE_MARGIN);
                 t.stage.drain(set, purge, true);
                 t.store.backend.set_purge_before(Family::Scopes, purge);
                 t.store.backend.set_purge_before(Family::Messages, purge);
-            })?;
-            h.commit.observe(persisting.elapsed().as_secs_f64());
-        }
-        publish_batch(&h, &mut tasks, &mut sized_at);
-        if n > 0 || dirty {
-            h.batch.observe(started.elapsed().as_secs_f64());
-        }
+            },
+        )?;
     }
     out.flush(Duration::from_secs(30))?;
     tracing::info!("windows stopped");
@@ -783,13 +823,21 @@ pub fn run_ledger(
                 &h,
             )?;
         }
-        h.input.inc_by(applied);
         span.record("records", applied);
-        let dirty = tasks.values().any(|t| t.dirty);
-        if dirty {
-            let persisting = Instant::now();
-            out.flush(Duration::from_secs(120))?;
-            persist_and_commit(&out, &consumer, &source, &mut tasks, |t, set| {
+        let batch = BatchEnd {
+            started,
+            records: n,
+            applied,
+        };
+        finish_batch(
+            &out,
+            &consumer,
+            &source,
+            &mut tasks,
+            &h,
+            &mut sized_at,
+            batch,
+            |t, set| {
                 for (q, w) in &t.upstream {
                     meta_i64(set, &upstream_key(*q), *w);
                 }
@@ -797,13 +845,8 @@ pub fn run_ledger(
                 t.stage.drain(set, purge, true);
                 t.store.backend.set_purge_before(Family::Conversations, purge);
                 t.store.backend.set_purge_before(Family::Counters, purge);
-            })?;
-            h.commit.observe(persisting.elapsed().as_secs_f64());
-        }
-        publish_batch(&h, &mut tasks, &mut sized_at);
-        if n > 0 || dirty {
-            h.batch.observe(started.elapsed().as_secs_f64());
-        }
+            },
+        )?;
     }
     out.flush(Duration::from_secs(30))?;
     tracing::info!("ledger stopped");
