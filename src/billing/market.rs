@@ -104,9 +104,9 @@ impl CountryResolver {
     }
 }
 
-/// The reference resolution, entirely by the `phonenumber` crate's API. `Matchers::resolve`
-/// computes the same function faster (and is tested against this).
-pub fn resolve_uncached(wa_id: &str) -> Result<Resolved, NumberError> {
+/// What both resolutions start with: digits only (an optional `+`), then libphonenumber's
+/// parse, which knows the calling code.
+fn parse_wa_id(wa_id: &str) -> Result<phonenumber::PhoneNumber, NumberError> {
     let digits = wa_id.strip_prefix('+').unwrap_or(wa_id);
     if digits.is_empty() {
         return Err(NumberError::Empty);
@@ -114,8 +114,13 @@ pub fn resolve_uncached(wa_id: &str) -> Result<Resolved, NumberError> {
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(NumberError::NotDigits(wa_id.to_string()));
     }
-    let pn = phonenumber::parse(None, format!("+{digits}"))
-        .map_err(|_| NumberError::UnknownCallingCode(wa_id.to_string()))?;
+    phonenumber::parse(None, format!("+{digits}")).map_err(|_| NumberError::UnknownCallingCode(wa_id.to_string()))
+}
+
+/// The reference resolution, entirely by the `phonenumber` crate's API. `Matchers::resolve`
+/// computes the same function faster (and is tested against this).
+pub fn resolve_uncached(wa_id: &str) -> Result<Resolved, NumberError> {
+    let pn = parse_wa_id(wa_id)?;
     let code = pn.code().value();
     let region = match pn.metadata(&DATABASE) {
         Some(m) => m.id().to_string(),
@@ -182,15 +187,7 @@ type Meta = &'static phonenumber::Metadata;
 
 impl Matchers {
     fn resolve(&mut self, wa_id: &str) -> Result<Resolved, NumberError> {
-        let digits = wa_id.strip_prefix('+').unwrap_or(wa_id);
-        if digits.is_empty() {
-            return Err(NumberError::Empty);
-        }
-        if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(NumberError::NotDigits(wa_id.to_string()));
-        }
-        let pn = phonenumber::parse(None, format!("+{digits}"))
-            .map_err(|_| NumberError::UnknownCallingCode(wa_id.to_string()))?;
+        let pn = parse_wa_id(wa_id)?;
         let code = pn.code().value();
         // `PhoneNumber::metadata` looks the region up with the national number without
         // its leading zeros; `is_valid` with them (`NationalNumber`'s `Display`).

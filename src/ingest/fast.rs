@@ -116,14 +116,19 @@ impl<'a> Scanner<'a> {
         self.s.get(start..end).ok_or(Bail)
     }
 
-    /// `null` → `None` (serde's `Option`), a plain string → `Some`.
-    fn opt_str(&mut self) -> R<Option<Cow<'a, str>>> {
+    /// `null` → `None` (serde's `Option`), anything else read by `f` → `Some`.
+    fn nullable<T>(&mut self, f: impl FnOnce(&mut Self) -> R<T>) -> R<Option<T>> {
         if self.peek()? == b'n' {
             self.lit(b"null")?;
             Ok(None)
         } else {
-            Ok(Some(Cow::Borrowed(self.plain_str()?)))
+            f(self).map(Some)
         }
+    }
+
+    /// `null` → `None`, a plain string → `Some`.
+    fn opt_str(&mut self) -> R<Option<Cow<'a, str>>> {
+        self.nullable(|sc| Ok(Cow::Borrowed(sc.plain_str()?)))
     }
 
     fn req_str(&mut self) -> R<Cow<'a, str>> {
@@ -370,12 +375,7 @@ impl<'a> Scanner<'a> {
         let stats_before = *stats;
         self.object(|sc, key| match key {
             "field" => {
-                let f = if sc.peek()? == b'n' {
-                    sc.lit(b"null")?;
-                    None
-                } else {
-                    Some(sc.plain_str()?)
-                };
+                let f = sc.nullable(|sc| sc.plain_str())?;
                 once(&mut field, f)
             }
             "value" => {
@@ -485,19 +485,16 @@ impl<'a> Scanner<'a> {
             "timestamp" => once(&mut timestamp, sc.timestamp()?),
             "type" => once(&mut kind, sc.opt_str()?),
             "referral" => {
-                let r = if sc.peek()? == b'n' {
-                    sc.lit(b"null")?;
-                    None
-                } else {
+                let r = sc.nullable(|sc| {
                     let mut source_type = None;
                     sc.object(|sc, key| match key {
                         "source_type" => once(&mut source_type, sc.opt_str()?),
                         _ => sc.skip_value(0),
                     })?;
-                    Some(ReferralJson {
+                    Ok(ReferralJson {
                         source_type: source_type.flatten(),
                     })
-                };
+                })?;
                 once(&mut referral, r)
             }
             _ => sc.skip_value(0),
@@ -520,41 +517,32 @@ impl<'a> Scanner<'a> {
             "timestamp" => once(&mut timestamp, sc.timestamp()?),
             "recipient_id" => once(&mut recipient_id, sc.req_str()?),
             "conversation" => {
-                let c = if sc.peek()? == b'n' {
-                    sc.lit(b"null")?;
-                    None
-                } else {
+                let c = sc.nullable(|sc| {
                     let (mut cid, mut origin) = (None, None);
                     sc.object(|sc, key| match key {
                         "id" => once(&mut cid, sc.opt_str()?),
                         "origin" => {
-                            let o = if sc.peek()? == b'n' {
-                                sc.lit(b"null")?;
-                                None
-                            } else {
+                            let o = sc.nullable(|sc| {
                                 let mut kind = None;
                                 sc.object(|sc, key| match key {
                                     "type" => once(&mut kind, sc.opt_str()?),
                                     _ => sc.skip_value(0),
                                 })?;
-                                Some(OriginJson { kind: kind.flatten() })
-                            };
+                                Ok(OriginJson { kind: kind.flatten() })
+                            })?;
                             once(&mut origin, o)
                         }
                         _ => sc.skip_value(0),
                     })?;
-                    Some(ConversationJson {
+                    Ok(ConversationJson {
                         id: cid.flatten(),
                         origin: origin.flatten(),
                     })
-                };
+                })?;
                 once(&mut conversation, c)
             }
             "pricing" => {
-                let p = if sc.peek()? == b'n' {
-                    sc.lit(b"null")?;
-                    None
-                } else {
+                let p = sc.nullable(|sc| {
                     let (mut billable, mut category) = (None, None);
                     sc.object(|sc, key| match key {
                         "billable" => {
@@ -569,11 +557,11 @@ impl<'a> Scanner<'a> {
                         "category" => once(&mut category, sc.opt_str()?),
                         _ => sc.skip_value(0),
                     })?;
-                    Some(PricingJson {
+                    Ok(PricingJson {
                         billable: billable.flatten(),
                         category: category.flatten(),
                     })
-                };
+                })?;
                 once(&mut pricing, p)
             }
             _ => sc.skip_value(0),
