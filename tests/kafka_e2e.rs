@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -35,49 +34,6 @@ fn run_config(broker: &Broker, prefix: &str, state_dir: &Path, free_tier: u32) -
         broker.bootstrap(),
         state_dir.display()
     )
-}
-
-struct Processor {
-    child: Child,
-}
-
-impl Processor {
-    fn start(config_path: &Path, log: &Path) -> Processor {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_wabill"))
-            .args(["run", "--config"])
-            .arg(config_path)
-            .env("RUST_LOG", "wabill=info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Processor { child }
-    }
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "wabill run did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Processor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Records on the billing topic, decoded and rendered as the replay's JSON lines.
@@ -149,16 +105,16 @@ fn run_equals_replay_end_to_end() {
     let cfg = dir.path().join("wabill.toml");
     std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 20)).unwrap();
     broker.create_topic(&format!("{prefix}-webhooks"), 1, false);
-    let mut p = Processor::start(&cfg, &dir.path().join("wabill.log"));
+    let mut p = common::Wabill::run(&cfg, &dir.path().join("wabill.log"));
     // Topics exist once the processor started; produce the whole month.
     wait_for_topic(&broker, &format!("{prefix}-webhooks"));
     produce_webhooks(&broker, prefix, &lines);
     let got = wait_for_distinct(&broker, prefix, &want, Duration::from_secs(240));
     let log = std::fs::read_to_string(dir.path().join("wabill.log")).unwrap_or_default();
     let got_set = as_set(&got);
-    assert_same(&got_set, &want, tail(&log));
+    assert_same(&got_set, &want, common::tail(&log));
     // Graceful stop: finishes the batch, leaves the groups, exit 0.
-    assert!(p.terminate().success(), "{}", tail(&log));
+    assert!(p.terminate().success(), "{}", common::tail(&log));
 }
 
 #[test]
@@ -174,7 +130,7 @@ fn kill9_at_random_points_loses_nothing_and_never_takes_free_tier_twice() {
     let log = dir.path().join("wabill.log");
     let mut rng = Rng::new(0xC0FFEE);
     broker.create_topic(&format!("{prefix}-webhooks"), 1, false);
-    let mut p = Processor::start(&cfg, &log);
+    let mut p = common::Wabill::run(&cfg, &log);
     wait_for_topic(&broker, &format!("{prefix}-webhooks"));
     // Produce in slices while killing the processor at random moments.
     let slices = 12;
@@ -185,14 +141,14 @@ fn kill9_at_random_points_loses_nothing_and_never_takes_free_tier_twice() {
         std::thread::sleep(Duration::from_millis(500 + rng.below(4000)));
         p.kill9();
         kills += 1;
-        p = Processor::start(&cfg, &log);
+        p = common::Wabill::run(&cfg, &log);
     }
     assert!(kills >= 10);
     let got = wait_for_distinct(&broker, prefix, &want, Duration::from_secs(300));
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     // Every record is byte-identical to the replay's, duplicates included.
     let got_set = as_set(&got);
-    assert_same(&got_set, &want, tail(&log_text));
+    assert_same(&got_set, &want, common::tail(&log_text));
     // No conversation took free tier twice: per WABA-month, distinct free conversations
     // equal the replay's, whatever the duplicates.
     let free = |recs: &BTreeSet<String>| -> BTreeMap<(String, String), usize> {
@@ -219,7 +175,7 @@ fn poison_records_go_to_the_dead_letter_topic_and_the_rest_is_billed() {
     let cfg = dir.path().join("wabill.toml");
     std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 1000)).unwrap();
     broker.create_topic(&format!("{prefix}-webhooks"), 1, false);
-    let mut p = Processor::start(&cfg, &dir.path().join("wabill.log"));
+    let mut p = common::Wabill::run(&cfg, &dir.path().join("wabill.log"));
     wait_for_topic(&broker, &format!("{prefix}-webhooks"));
     let mut poisoned: Vec<String> = lines.clone();
     poisoned.insert(3, "this is not json".into());
@@ -276,13 +232,13 @@ fn second_instance_joins_and_leaves_mid_stream() {
     std::fs::write(&cfg2, run_config(&broker, prefix, &dir.path().join("state-2"), 20)).unwrap();
     let (log1, log2) = (dir.path().join("one.log"), dir.path().join("two.log"));
     broker.create_topic(&format!("{prefix}-webhooks"), 1, false);
-    let mut p1 = Processor::start(&cfg1, &log1);
+    let mut p1 = common::Wabill::run(&cfg1, &log1);
     wait_for_topic(&broker, &format!("{prefix}-webhooks"));
     let third = lines.len() / 3;
     produce_webhooks(&broker, prefix, &lines[..third]);
     std::thread::sleep(Duration::from_secs(8));
     // A second instance joins: partitions move to it and are restored from changelogs.
-    let mut p2 = Processor::start(&cfg2, &log2);
+    let mut p2 = common::Wabill::run(&cfg2, &log2);
     produce_webhooks(&broker, prefix, &lines[third..2 * third]);
     std::thread::sleep(Duration::from_secs(15));
     // It leaves gracefully: its partitions come back to the first instance.
@@ -295,8 +251,8 @@ fn second_instance_joins_and_leaves_mid_stream() {
         as_set(&got),
         want,
         "instance 1:\n{}\ninstance 2:\n{}",
-        tail(&l1),
-        tail(&l2)
+        common::tail(&l1),
+        common::tail(&l2)
     );
     // Restores were observed: the joining instance rebuilt stores from the changelogs.
     let restored_with_records = |log: &str| {
@@ -307,7 +263,7 @@ fn second_instance_joins_and_leaves_mid_stream() {
     assert!(
         restored_with_records(&l2) > 0,
         "instance 2 restored nothing:\n{}",
-        tail(&l2)
+        common::tail(&l2)
     );
     assert!(p1.terminate().success());
 }
@@ -323,7 +279,7 @@ fn broker_restart_mid_stream_loses_nothing() {
     std::fs::write(&cfg, run_config(&broker, prefix, &dir.path().join("state"), 20)).unwrap();
     let log = dir.path().join("wabill.log");
     broker.create_topic(&format!("{prefix}-webhooks"), 1, false);
-    let mut p = Processor::start(&cfg, &log);
+    let mut p = common::Wabill::run(&cfg, &log);
     wait_for_topic(&broker, &format!("{prefix}-webhooks"));
     let half = lines.len() / 2;
     produce_webhooks(&broker, prefix, &lines[..half]);
@@ -334,11 +290,11 @@ fn broker_restart_mid_stream_loses_nothing() {
     produce_webhooks(&broker, prefix, &lines[half..]);
     let got = wait_for_distinct(&broker, prefix, &want, Duration::from_secs(240));
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_same(&as_set(&got), &want, tail(&text));
+    assert_same(&as_set(&got), &want, common::tail(&text));
     assert!(
         p.terminate().success(),
         "the processor survived the broker restart:\n{}",
-        tail(&text)
+        common::tail(&text)
     );
 }
 
@@ -348,13 +304,4 @@ fn wait_for_topic(broker: &Broker, topic: &str) {
         assert!(Instant::now() < deadline, "topic {topic} never appeared");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn tail(s: &str) -> &str {
-    let n = s.len().saturating_sub(6000);
-    let mut i = n;
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    &s[i..]
 }

@@ -75,11 +75,7 @@ fn injected_request_errors_and_a_broker_outage_lose_nothing() {
         },
         |l| lines.push(l.to_string()),
     );
-    let want: BTreeSet<String> = common::replay_lines(&lines, &billing_toml)
-        .records
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
+    let want = common::replay_set(&lines, &billing_toml);
     assert!(want.len() > 100);
 
     let producer: BaseProducer = ClientConfig::new()

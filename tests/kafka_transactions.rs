@@ -15,7 +15,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -26,18 +25,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use wabill::codec::avro::decode_billed;
 use wabill::sim;
-
-fn start(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_wabill"))
-        .args(["run", "--http-addr", "", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "wabill=info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start wabill run")
-}
 
 /// Billing records as a read_committed consumer sees them, until nothing new for `quiet`.
 fn billing(bootstrap: &str, topic: &str, group: &str, quiet: Duration) -> Vec<String> {
@@ -94,11 +81,7 @@ fn exactly_once_mode_survives_kill9_and_bills_the_replays_records() {
     let log = dir.path().join("wabill.log");
 
     let lines = common::traffic(31, 6000, 400);
-    let want: BTreeSet<String> = common::replay_lines(&lines, &billing_toml)
-        .records
-        .iter()
-        .map(|v| v.to_string())
-        .collect();
+    let want = common::replay_set(&lines, &billing_toml);
     assert!(want.len() > 100);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -125,7 +108,7 @@ fn exactly_once_mode_survives_kill9_and_bills_the_replays_records() {
             produce(chunk);
         }
         let ready_before = ready_tasks(&log);
-        let mut p = start(&config, &log);
+        let mut p = common::Wabill::spawn(&["run", "--http-addr", "", "--config", config.to_str().unwrap()], &log);
         // Wait until this run owns partitions (a restarted member joins only after the
         // killed one's session expired), then let it work for a while.
         let joined = Instant::now() + Duration::from_secs(90);
@@ -133,19 +116,18 @@ fn exactly_once_mode_survives_kill9_and_bills_the_replays_records() {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(ms));
-        let exited = p.try_wait().unwrap();
+        let exited = p.0.try_wait().unwrap();
         assert!(
             exited.is_none(),
             "run {i} exited by itself: {exited:?}\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        let _ = p.kill();
-        let _ = p.wait();
+        p.kill9();
     }
     for chunk in chunks.iter().skip(kills.len()) {
         produce(chunk);
     }
-    let mut last = start(&config, &log);
+    let mut last = common::Wabill::spawn(&["run", "--http-addr", "", "--config", config.to_str().unwrap()], &log);
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut got = Vec::new();
     let mut round = 0;
@@ -161,8 +143,7 @@ fn exactly_once_mode_survives_kill9_and_bills_the_replays_records() {
             break;
         }
     }
-    let _ = last.kill();
-    let _ = last.wait();
+    last.kill9();
     let distinct: BTreeSet<String> = got.iter().cloned().collect();
     let missing = want.difference(&distinct).count();
     let extra = distinct.difference(&want).count();
@@ -170,7 +151,7 @@ fn exactly_once_mode_survives_kill9_and_bills_the_replays_records() {
         missing == 0 && extra == 0,
         "{missing} missing, {extra} unexpected of {}\nlog tail:\n{}",
         want.len(),
-        tail(&std::fs::read_to_string(&log).unwrap_or_default())
+        common::tail(&std::fs::read_to_string(&log).unwrap_or_default())
     );
     // Every record on the topic is one of the replay's (repeats are byte-identical).
     assert!(got.len() >= want.len());
@@ -181,13 +162,4 @@ fn ready_tasks(log: &Path) -> usize {
         .unwrap_or_default()
         .matches("windows task ready")
         .count()
-}
-
-fn tail(s: &str) -> &str {
-    let n = s.len().saturating_sub(6000);
-    let mut i = n;
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    &s[i..]
 }

@@ -57,7 +57,7 @@ impl Setup {
         let log = dir.path().join("wabill.log");
         let input = dir.path().join("webhooks.jsonl");
         std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-        let mut produce = Proc::wabill(
+        let mut produce = common::Wabill::spawn(
             &[
                 "produce",
                 "--quiet",
@@ -77,40 +77,6 @@ impl Setup {
             http_port,
             state,
         }
-    }
-}
-
-struct Proc(Child);
-
-impl Proc {
-    fn wabill(args: &[&str], log: &Path) -> Proc {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        Proc(
-            Command::new(env!("CARGO_BIN_EXE_wabill"))
-                .args(args)
-                .env("RUST_LOG", "wabill=info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start wabill"),
-        )
-    }
-    fn terminate(&mut self) {
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "wabill did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -159,7 +125,7 @@ fn urlencode(q: &str) -> String {
 }
 
 struct Prometheus {
-    proc: Proc,
+    child: Child,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -188,11 +154,7 @@ impl Prometheus {
             .stderr(log_file)
             .spawn()
             .expect("start prometheus");
-        let p = Prometheus {
-            proc: Proc(child),
-            port,
-            _dir: dir,
-        };
+        let p = Prometheus { child, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(60);
         while http_get(port, "/-/ready").map(|r| r.0) != Some(200) {
             assert!(
@@ -236,7 +198,8 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.proc.0.kill();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -265,7 +228,7 @@ fn prometheus_reads_the_billing_topic_totals_and_every_referenced_metric_exists(
         ..
     } = Setup::produced(prefix, &lines);
 
-    let _run = Proc::wabill(&["run", "--config", cfg.to_str().unwrap()], &log);
+    let _run = common::Wabill::run(&cfg, &log);
     let prom = Prometheus::start(http_port);
 
     // Drain: read until a round brings nothing new. One reader group, so each round
@@ -394,7 +357,7 @@ fn readyz_is_false_while_a_store_restores_and_true_after() {
     } = Setup::produced("ready", &common::traffic(3, 20_000, 2000));
 
     // First run builds state (and its changelogs); wait until the windows stage is done.
-    let mut first = Proc::wabill(&["run", "--config", cfg.to_str().unwrap()], &log);
+    let mut first = common::Wabill::run(&cfg, &log);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let lag: Option<f64> = http_get(http_port, "/metrics").and_then(|(_, t)| {
@@ -417,7 +380,7 @@ fn readyz_is_false_while_a_store_restores_and_true_after() {
 
     // Lose the local stores: the next start must restore them from the changelogs.
     std::fs::remove_dir_all(&state).unwrap();
-    let _second = Proc::wabill(&["run", "--config", cfg.to_str().unwrap()], &log);
+    let _second = common::Wabill::run(&cfg, &log);
     let mut saw_restoring = false;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {

@@ -141,3 +141,75 @@ pub fn traffic(seed: u64, events: u64, users: u64) -> Vec<String> {
     wabill::sim::generate(&cfg, |l| lines.push(l.to_string()));
     lines
 }
+
+/// The replay's records for `lines`, as compact JSON strings (the reference the Kafka
+/// tests compare billing topics with).
+pub fn replay_set(lines: &[String], config_toml: &str) -> std::collections::BTreeSet<String> {
+    replay_lines(lines, config_toml)
+        .records
+        .iter()
+        .map(|v| v.to_string())
+        .collect()
+}
+
+/// The last ~6 kB of a log, for assertion messages.
+pub fn tail(s: &str) -> &str {
+    let mut i = s.len().saturating_sub(6000);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+/// The `wabill` binary as a child process, stderr appended to a log; killed on drop.
+pub struct Wabill(pub std::process::Child);
+
+impl Wabill {
+    pub fn spawn(args: &[&str], log: &std::path::Path) -> Wabill {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the wabill log");
+        Wabill(
+            std::process::Command::new(env!("CARGO_BIN_EXE_wabill"))
+                .args(args)
+                .env("RUST_LOG", "wabill=info")
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start wabill"),
+        )
+    }
+
+    /// `wabill run --config <config>`.
+    pub fn run(config: &std::path::Path, log: &std::path::Path) -> Wabill {
+        Wabill::spawn(&["run", "--config", config.to_str().expect("UTF-8 path")], log)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, then waits (at most 60 s) for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.0.try_wait().expect("wait for wabill") {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "wabill did not stop on SIGTERM");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Wabill {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
