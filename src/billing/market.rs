@@ -104,9 +104,8 @@ impl CountryResolver {
     }
 }
 
-/// What both resolutions start with: digits only (an optional `+`), then libphonenumber's
-/// parse, which knows the calling code.
-fn parse_wa_id(wa_id: &str) -> Result<phonenumber::PhoneNumber, NumberError> {
+/// What both resolutions start with: digits only, after an optional `+`.
+fn wa_id_digits(wa_id: &str) -> Result<&str, NumberError> {
     let digits = wa_id.strip_prefix('+').unwrap_or(wa_id);
     if digits.is_empty() {
         return Err(NumberError::Empty);
@@ -114,6 +113,12 @@ fn parse_wa_id(wa_id: &str) -> Result<phonenumber::PhoneNumber, NumberError> {
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(NumberError::NotDigits(wa_id.to_string()));
     }
+    Ok(digits)
+}
+
+/// The reference parse: libphonenumber's, which knows the calling code.
+fn parse_wa_id(wa_id: &str) -> Result<phonenumber::PhoneNumber, NumberError> {
+    let digits = wa_id_digits(wa_id)?;
     phonenumber::parse(None, format!("+{digits}")).map_err(|_| NumberError::UnknownCallingCode(wa_id.to_string()))
 }
 
@@ -185,14 +190,26 @@ fn compiled(src: &'static str) -> Anchored {
 
 type Meta = &'static phonenumber::Metadata;
 
+/// What `phonenumber::parse` yields that the resolution reads: the calling code and the
+/// national number (`NationalNumber`: value and leading zeros).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parsed {
+    code: u16,
+    value: u64,
+    zeros: u8,
+}
+
 impl Matchers {
     fn resolve(&mut self, wa_id: &str) -> Result<Resolved, NumberError> {
-        let pn = parse_wa_id(wa_id)?;
-        let code = pn.code().value();
+        let digits = wa_id_digits(wa_id)?;
+        let p = self
+            .parse(digits)
+            .ok_or_else(|| NumberError::UnknownCallingCode(wa_id.to_string()))?;
+        let code = p.code;
         // `PhoneNumber::metadata` looks the region up with the national number without
         // its leading zeros; `is_valid` with them (`NationalNumber`'s `Display`).
-        let bare = pn.national().value().to_string();
-        let shown = pn.national().to_string();
+        let bare = p.value.to_string();
+        let shown = format!("{}{bare}", "0".repeat(usize::from(p.zeros)));
         let meta = self.source(code, &bare);
         let region = match meta {
             Some(m) => m.id().to_string(),
@@ -208,6 +225,108 @@ impl Matchers {
             None => false,
         };
         Ok(Resolved { country, valid })
+    }
+
+    /// `phonenumber::parse(None, "+" + digits)` for ASCII digits, step by step as the
+    /// crate (0.3) does it, minus the costs that do not change its result: the RFC 3966
+    /// attempt (it fails on `+` and digits alone: the prefix rule takes every digit and
+    /// leaves no national part), the natural-language extraction and extension regexes
+    /// (nothing to strip from plain digits), and every metadata pattern test done as an
+    /// anchored match (see the type's note). `None` where the crate returns an error.
+    /// Tested against the crate on every calling code and on random digit strings.
+    fn parse(&mut self, digits: &str) -> Option<Parsed> {
+        let db: &'static phonenumber::metadata::Database = &DATABASE;
+        // is_viable: `+` then at least three digits; country_code: more than two digits,
+        // the first not 0, and the first known code of one to three digits.
+        if digits.len() < 3 || digits.starts_with('0') {
+            return None;
+        }
+        let (code, rest) = (1..=3).find_map(|len| {
+            let code: u16 = digits[..len].parse().ok()?;
+            db.by_code(&code).is_some().then(|| (code, &digits[len..]))
+        })?;
+        let mut national: std::borrow::Cow<'_, str> = rest.into();
+        if let Some(meta) = self.source(code, rest.trim_start_matches('0')) {
+            let mut potential = self.strip_national_prefix(meta, rest);
+            if let Some(prefix) = meta.national_prefix() {
+                if let Some(stripped) = potential.strip_prefix(prefix) {
+                    potential = stripped.to_string().into();
+                }
+            }
+            // `validator::length(meta, potential, Type::Unknown) != TooShort`.
+            let general = meta.descriptors().general();
+            let possible = general.possible_length();
+            let len = potential.len() as u16;
+            let too_short =
+                !possible.is_empty() && !general.possible_local_length().contains(&len) && len < possible[0];
+            if !too_short {
+                national = potential;
+            }
+        }
+        if !(2..=17).contains(&national.len()) {
+            return None;
+        }
+        // `NationalNumber::from_str`: leading zeros apart, the rest a u64 below 2^56.
+        let zeros = national.bytes().take_while(|&b| b == b'0').count();
+        let value: u64 = national[zeros..].parse().ok()?;
+        (value < 1 << 56).then_some(Parsed {
+            code,
+            value,
+            zeros: zeros as u8,
+        })
+    }
+
+    /// The crate's `parser::helper::national_number` (national prefix and carrier code
+    /// stripping; the carrier is not kept).
+    fn strip_national_prefix<'a>(&mut self, meta: Meta, national: &'a str) -> std::borrow::Cow<'a, str> {
+        let Some(parsing) = meta.national_prefix_for_parsing() else {
+            return match meta.national_prefix() {
+                Some(prefix) => national.strip_prefix(prefix).unwrap_or(national).into(),
+                None => national.into(),
+            };
+        };
+        let src: &'static str = parsing.as_str();
+        let re = self.anchored(src).clone();
+        // `find` then `start == 0`, then `captures`: the leftmost-first match at 0 is the
+        // anchored match, with the same groups.
+        let caps = match &re {
+            Some(re) => re.captures(national),
+            None => parsing
+                .captures(national)
+                .filter(|c| c.get(0).is_some_and(|m| m.start() == 0)),
+        };
+        let Some(caps) = caps else {
+            return national.into();
+        };
+        let end = caps.get(0).map_or(0, |m| m.end());
+        let last_group = caps.len().checked_sub(1).and_then(|i| caps.get(i));
+        let general = meta.descriptors().general();
+        match (meta.national_prefix_transform_rule(), last_group) {
+            // The crate also tests `viable && !general.is_match(&national[start..])` here,
+            // with start = 0: never true.
+            (None, _) | (_, None) => national[end..].to_string().into(),
+            (Some(rule), Some(_)) => {
+                // No example number or random input reaches the `return number` below
+                // with the bundled metadata (searched); kept so the step stays the crate's.
+                let viable = self.is_match(general, national);
+                let transformed = match &re {
+                    Some(re) => re.replace(national, rule),
+                    None => parsing.replace(national, rule),
+                }
+                .into_owned();
+                if viable && !self.is_match(general, &transformed) {
+                    national.into()
+                } else {
+                    transformed.into()
+                }
+            }
+        }
+    }
+
+    fn anchored(&mut self, src: &'static str) -> &Anchored {
+        self.anchored
+            .entry(src.as_ptr() as usize)
+            .or_insert_with(|| compiled(src))
     }
 
     /// phonenumber's `source_for` followed by the metadata lookup `metadata()` and
@@ -277,11 +396,7 @@ impl Matchers {
     /// `pattern.find(value).map(|m| m.start() == 0).unwrap_or(false)`, for the pattern
     /// whose source is `src`; `find` is that crate call (the fallback).
     fn starts_at_0(&mut self, src: &'static str, value: &str, find: impl FnOnce() -> bool) -> bool {
-        let re = self
-            .anchored
-            .entry(src.as_ptr() as usize)
-            .or_insert_with(|| compiled(src));
-        match re {
+        match self.anchored(src) {
             Some(re) => re.is_match(value),
             None => find(),
         }
@@ -462,6 +577,102 @@ mod tests {
         }
         assert!(valid > 1000, "the sample holds valid numbers too ({valid})");
         assert!(m.anchored.len() > 500 && m.anchored.values().all(Option::is_some));
+    }
+
+    fn crate_parse(digits: &str) -> Option<Parsed> {
+        phonenumber::parse(None, format!("+{digits}")).ok().map(|pn| Parsed {
+            code: pn.code().value(),
+            value: pn.national().value(),
+            zeros: pn.national().zeros(),
+        })
+    }
+
+    /// `Matchers::parse` equals `phonenumber::parse` on every known calling code, national
+    /// parts of every length up to the limit, starting with the national prefixes and
+    /// trunk/carrier codes metadata strips (0, 00, 01, 044, 045, 1, 15, 8, 9, 06), and on
+    /// short and unknown-code inputs.
+    #[test]
+    fn fast_parse_equals_crate_parse() {
+        let mut m = Matchers::default();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut digit = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from(b'0' + (seed % 10) as u8)
+        };
+        let mut numbers: Vec<String> = ["0", "00", "1", "12", "123", "999", "0123456789", "1234567890123456789"]
+            .map(String::from)
+            .to_vec();
+        let mut known = 0;
+        for cc in 1..=999u16 {
+            if DATABASE.by_code(&cc).is_none() {
+                numbers.push(format!("{cc}12345678"));
+                continue;
+            }
+            known += 1;
+            for head in ["", "0", "00", "01", "044", "045", "1", "15", "8", "9", "06"] {
+                for len in [0usize, 1, 2, 4, 6, 7, 8, 9, 10, 11, 13, 15, 17] {
+                    let mut n = format!("{cc}{head}");
+                    for _ in 0..len {
+                        n.push(digit());
+                    }
+                    numbers.push(n);
+                }
+            }
+        }
+        // Every region's example numbers (valid by construction), bare and behind its
+        // national prefix, a trunk 0, and Argentina-style mobile tokens.
+        let mut examples = 0;
+        for cc in 1..=999u16 {
+            for meta in DATABASE.by_code(&cc).unwrap_or_default() {
+                let d = meta.descriptors();
+                let descs = [
+                    Some(d.general()),
+                    d.fixed_line(),
+                    d.mobile(),
+                    d.toll_free(),
+                    d.premium_rate(),
+                    d.shared_cost(),
+                    d.voip(),
+                    d.personal_number(),
+                    d.pager(),
+                    d.uan(),
+                    d.voicemail(),
+                ];
+                for e in descs.into_iter().flatten().filter_map(|d| d.example()) {
+                    examples += 1;
+                    let np = meta.national_prefix().unwrap_or("");
+                    for head in [String::new(), np.to_string(), "0".into(), "9".into(), format!("{np}15")] {
+                        numbers.push(format!("{cc}{head}{e}"));
+                        numbers.push(format!("{cc}{head}{}", &e[..e.len() / 2]));
+                        let (a, b) = e.split_at(e.len().min(2));
+                        numbers.push(format!("{cc}{head}{a}15{b}"));
+                    }
+                }
+            }
+        }
+        assert!(known > 200, "metadata has {known} calling codes");
+        assert!(examples > 1000, "metadata has {examples} example numbers");
+        let mut parsed = 0;
+        for n in &numbers {
+            let want = crate_parse(n);
+            assert_eq!(m.parse(n), want, "{n}");
+            parsed += usize::from(want.is_some());
+        }
+        assert!(
+            parsed > numbers.len() / 2,
+            "most inputs parse ({parsed} of {})",
+            numbers.len()
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn fast_parse_equals_crate_parse_on_any_digits(n in "[0-9]{0,20}") {
+            proptest::prop_assert_eq!(Matchers::default().parse(&n), crate_parse(&n));
+        }
     }
 
     #[test]
