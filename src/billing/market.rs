@@ -366,21 +366,10 @@ impl Matchers {
         if !self.is_match(d.general(), value) {
             return false;
         }
-        [
-            d.premium_rate(),
-            d.toll_free(),
-            d.shared_cost(),
-            d.voip(),
-            d.personal_number(),
-            d.pager(),
-            d.uan(),
-            d.voicemail(),
-            d.fixed_line(),
-            d.mobile(),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|desc| self.is_match(desc, value))
+        typed_descriptors(d)
+            .into_iter()
+            .flatten()
+            .any(|desc| self.is_match(desc, value))
     }
 
     /// `Descriptor::is_match`.
@@ -401,6 +390,24 @@ impl Matchers {
             None => find(),
         }
     }
+}
+
+/// The ten typed descriptors `number_type` tries, in its order.
+fn typed_descriptors(
+    d: &'static phonenumber::metadata::Descriptors,
+) -> [Option<&'static phonenumber::metadata::Descriptor>; 10] {
+    [
+        d.premium_rate(),
+        d.toll_free(),
+        d.shared_cost(),
+        d.voip(),
+        d.personal_number(),
+        d.pager(),
+        d.uan(),
+        d.voicemail(),
+        d.fixed_line(),
+        d.mobile(),
+    ]
 }
 
 #[derive(Debug, Error)]
@@ -627,20 +634,8 @@ mod tests {
         for cc in 1..=999u16 {
             for meta in DATABASE.by_code(&cc).unwrap_or_default() {
                 let d = meta.descriptors();
-                let descs = [
-                    Some(d.general()),
-                    d.fixed_line(),
-                    d.mobile(),
-                    d.toll_free(),
-                    d.premium_rate(),
-                    d.shared_cost(),
-                    d.voip(),
-                    d.personal_number(),
-                    d.pager(),
-                    d.uan(),
-                    d.voicemail(),
-                ];
-                for e in descs.into_iter().flatten().filter_map(|d| d.example()) {
+                let descs = std::iter::once(d.general()).chain(typed_descriptors(d).into_iter().flatten());
+                for e in descs.filter_map(|d| d.example()) {
                     examples += 1;
                     let np = meta.national_prefix().unwrap_or("");
                     for head in [String::new(), np.to_string(), "0".into(), "9".into(), format!("{np}15")] {
