@@ -64,9 +64,13 @@ const REGEX_CACHE_CAPACITY: usize = 1 << 16;
 
 /// Resolves `wa_id`s (E.164 digits without `+`) to countries, memoising results: a parse
 /// costs microseconds and the same users write again and again.
+///
+/// The memo is keyed by the number itself (digit count and value: one-to-one with the
+/// digit string), so a lookup reads one bucket instead of chasing a boxed string; it
+/// runs once per event and, over a million users, a pointer chase is a cache miss.
 #[derive(Default)]
 pub struct CountryResolver {
-    cache: FxHashMap<Box<str>, Result<Resolved, NumberError>>,
+    cache: FxHashMap<(u8, u64), Result<Resolved, NumberError>>,
     capacity: usize,
     matchers: Matchers,
 }
@@ -92,16 +96,39 @@ impl CountryResolver {
     }
 
     pub fn resolve(&mut self, wa_id: &str) -> Result<Resolved, NumberError> {
-        if let Some(r) = self.cache.get(wa_id) {
+        // Anything but 1–19 plain digits (a `+`, other characters, longer) is resolved
+        // uncached: never the case for Meta's wa_ids, and each still gets its answer.
+        let Some(key) = memo_key(wa_id) else {
+            return self.matchers.resolve(wa_id);
+        };
+        if let Some(r) = self.cache.get(&key) {
             return r.clone();
         }
         let r = self.matchers.resolve(wa_id);
         if self.cache.len() >= self.capacity {
             self.cache.clear();
         }
-        self.cache.insert(wa_id.into(), r.clone());
+        self.cache.insert(key, r.clone());
         r
     }
+}
+
+/// (digit count, value) of a string of 1 to 19 ASCII digits: distinct strings, distinct
+/// keys (the count keeps leading zeros apart), and 19 digits always fit in a u64.
+fn memo_key(wa_id: &str) -> Option<(u8, u64)> {
+    let b = wa_id.as_bytes();
+    if b.is_empty() || b.len() > 19 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u64::from(d);
+    }
+    Some((b.len() as u8, v))
 }
 
 /// What both resolutions start with: digits only, after an optional `+`.
@@ -668,6 +695,30 @@ mod tests {
         fn fast_parse_equals_crate_parse_on_any_digits(n in "[0-9]{0,20}") {
             proptest::prop_assert_eq!(Matchers::default().parse(&n), crate_parse(&n));
         }
+    }
+
+    #[test]
+    fn memo_keys_are_one_to_one_with_digit_strings() {
+        assert_eq!(memo_key("0"), Some((1, 0)));
+        assert_ne!(memo_key("0447700900123"), memo_key("447700900123"));
+        assert_eq!(memo_key("9999999999999999999"), Some((19, 9_999_999_999_999_999_999)));
+        for n in ["", "+4477", "12a", "12345678901234567890", "١٢٣"] {
+            assert_eq!(memo_key(n), None, "{n}");
+        }
+        // Cached and uncached answers agree, errors included (their text names the input).
+        let mut r = CountryResolver::new(4);
+        for n in [
+            "447700900123",
+            "0447700900123",
+            "+447700900123",
+            "999123456",
+            "12ab",
+            "4412",
+            "447700900123",
+        ] {
+            assert_eq!(r.resolve(n), resolve_uncached(n), "{n}");
+        }
+        assert!(r.cache.len() <= 4);
     }
 
     #[test]

@@ -154,7 +154,14 @@ impl Backend for RocksBackend {
             }
             start += len;
         }
-        let mut batch = WriteBatch::default();
+        // Sized up front: growing the batch by doubling copies it and faults in fresh
+        // pages at every step (a checkpoint batch is megabytes).
+        let bytes: usize = set
+            .changes
+            .iter()
+            .map(|(_, k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 16)
+            .sum();
+        let mut batch = WriteBatch::with_capacity_bytes(bytes + 64);
         for (f, k, v) in &set.changes {
             let cf = self.cf(*f)?;
             match v {
