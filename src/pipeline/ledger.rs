@@ -191,7 +191,8 @@ impl LedgerStage {
         c: ConversationOpened,
         out: &mut LedgerOutput,
     ) -> Result<(), StoreError> {
-        if self.seen.get(backend, c.conversation_id.as_bytes())?.is_some() {
+        let seen = self.seen.entry(backend, c.conversation_id.as_bytes())?;
+        if seen.get().is_some() {
             self.stats.duplicates += 1;
             return Ok(());
         }
@@ -227,23 +228,21 @@ impl LedgerStage {
         let mut free_tier = false;
         if billable && c.origin.counts_for_free_tier_2022() && profile.free_tier > 0 {
             counter_key(&mut self.key, &c.waba_id, &month);
-            let mut counter = self.counters.get(backend, &self.key)?.unwrap_or_default();
+            let slot = self.counters.entry(backend, &self.key)?;
+            let mut counter = slot.get().unwrap_or_default();
             if counter.value < u64::from(profile.free_tier) {
                 counter.value += 1;
                 counter.expires_at = counter.expires_at.max(c.opened_at.saturating_add(LEDGER_RETENTION));
-                self.counters.put(&self.key, Some(counter));
+                slot.set(Some(counter));
                 free_tier = true;
                 self.stats.free_tier += 1;
             }
         }
         let price = if free_tier || !billable { Decimal::ZERO } else { rate };
-        self.seen.put(
-            c.conversation_id.as_bytes(),
-            Some(Counter {
-                expires_at: c.opened_at.saturating_add(LEDGER_RETENTION),
-                value: 1,
-            }),
-        );
+        seen.set(Some(Counter {
+            expires_at: c.opened_at.saturating_add(LEDGER_RETENTION),
+            value: 1,
+        }));
         self.stats.conversations += 1;
         out.billed.push(ConversationBilled {
             month,

@@ -167,11 +167,8 @@ impl WindowsStage {
             return Ok(());
         };
         let bit = ev.kind.bit();
-        let mut seen = self
-            .messages
-            .get(backend, ev.message_id.as_bytes())?
-            .filter(|m| m.expires_at > ev.ts)
-            .unwrap_or_default();
+        let seen_slot = self.messages.entry(backend, ev.message_id.as_bytes())?;
+        let mut seen = seen_slot.get().filter(|m| m.expires_at > ev.ts).unwrap_or_default();
         if seen.seen & bit != 0 {
             self.stats.duplicates += 1;
             return Ok(());
@@ -185,9 +182,10 @@ impl WindowsStage {
             EventKind::Inbound { referral } => {
                 self.stats.inbound += 1;
                 scope_key(&mut self.key, ev);
-                let mut scope = self.scopes.get(backend, &self.key)?.unwrap_or_default().live_at(ev.ts);
+                let slot = self.scopes.entry(backend, &self.key)?;
+                let mut scope = slot.get().unwrap_or_default().live_at(ev.ts);
                 policy.on_inbound(&mut scope, ev.ts, referral == Referral::Ad);
-                self.scopes.put(&self.key, Some(scope));
+                slot.set(Some(scope));
             }
             EventKind::Status {
                 status: StatusKind::Sent,
@@ -206,9 +204,10 @@ impl WindowsStage {
                 } else {
                     seen.seen |= DELIVERY_APPLIED;
                     scope_key(&mut self.key, ev);
-                    let mut scope = self.scopes.get(backend, &self.key)?.unwrap_or_default().live_at(ev.ts);
+                    let slot = self.scopes.entry(backend, &self.key)?;
+                    let mut scope = slot.get().unwrap_or_default().live_at(ev.ts);
                     let decision = policy.on_delivery(&mut scope, ev.ts, &profile.calendar);
-                    self.scopes.put(&self.key, Some(scope));
+                    slot.set(Some(scope));
                     match decision {
                         DeliveryDecision::Joined(_) => self.stats.joined += 1,
                         DeliveryDecision::Opened(c) => {
@@ -236,7 +235,7 @@ impl WindowsStage {
                 }
             }
         }
-        self.messages.put(ev.message_id.as_bytes(), Some(seen));
+        seen_slot.set(Some(seen));
         Ok(())
     }
 
