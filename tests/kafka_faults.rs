@@ -180,7 +180,12 @@ fn injected_request_errors_and_a_broker_outage_lose_nothing() {
     assert_eq!(missing_events, 0, "events lost between webhooks and events topics");
     // 2. Output resumed after the outage.
     let convs: Vec<serde_json::Value> = got.iter().map(|s| serde_json::from_str(s).unwrap()).collect();
-    assert!(billed_after_outage > 0, "no billing output after the broker came back");
+    // (Only observable when something was still missing when the broker came back: with
+    // fast flushes the whole stream can be billed through the other brokers during the
+    // outage.)
+    if count_from.is_some_and(|n| n < want.len()) {
+        assert!(billed_after_outage > 0, "no billing output after the broker came back");
+    }
     // 3. One content per conversation id (replays are byte-identical, never different).
     let ids: BTreeSet<&str> = convs.iter().map(|c| c["conversation_id"].as_str().unwrap()).collect();
     assert_eq!(

@@ -140,12 +140,20 @@ impl Out {
     /// batch: the caller must not persist state or commit offsets after it.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaRunError> {
         let deadline = Instant::now() + timeout;
-        loop {
-            match self.producer.flush(Duration::from_millis(500)) {
-                Ok(()) => break,
-                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if Instant::now() < deadline => continue,
-                Err(e) => return Err(e.into()),
+        // Not `BaseProducer::flush` in a loop: with delivery reports pending it polls in
+        // steps of 100 ms that each run to their end, so every flush took ≥ 100 ms while
+        // the acks arrive in 1–15 ms (profiled: the stages sat idle 40–80 % of the run).
+        // A zero-timeout flush wakes the broker threads to send what lingers; then serve
+        // delivery reports 1 ms at a time until none is outstanding.
+        match self.producer.flush(Duration::ZERO) {
+            Ok(()) | Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() >= deadline {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut).into());
             }
+            self.producer.poll(Duration::from_millis(1));
         }
         self.take_delivery_errors()?;
         Ok(())
