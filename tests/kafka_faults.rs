@@ -162,7 +162,14 @@ fn injected_request_errors_and_a_broker_outage_lose_nothing() {
     let result = runner.join().expect("no panic");
     assert!(result.is_ok(), "{result:?}");
     // 1. Nothing lost on the way in: every input event reached the events topic.
-    let events = read_all(&bootstrap, &format!("{prefix}-events"), Duration::from_secs(15));
+    let events_topic = format!("{prefix}-events");
+    let events = common::read_until_quiet(
+        &bootstrap,
+        &events_topic,
+        &format!("{events_topic}-check"),
+        false,
+        Duration::from_secs(15),
+    );
     let on_topic: BTreeSet<(String, &str)> = events
         .iter()
         .map(|b| wabill::codec::avro::decode_event(b).expect("event decodes"))
@@ -201,25 +208,6 @@ fn injected_request_errors_and_a_broker_outage_lose_nothing() {
         "only {same} of {} records equal the replay's",
         want.len()
     );
-}
-
-fn read_all(bootstrap: &str, topic: &str, quiet_for: Duration) -> Vec<Vec<u8>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("{topic}-check"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < quiet_for {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            out.push(m.payload().unwrap_or_default().to_vec());
-            last = Instant::now();
-        }
-    }
-    out
 }
 
 fn send(p: &BaseProducer, topic: &str, line: &str) {

@@ -18,8 +18,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -28,24 +26,13 @@ use wabill::sim;
 
 /// Billing records as a read_committed consumer sees them, until nothing new for `quiet`.
 fn billing(bootstrap: &str, topic: &str, group: &str, quiet: Duration) -> Vec<String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < quiet {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            let b = decode_billed(m.payload().unwrap_or_default()).expect("billing record decodes");
-            out.push(serde_json::to_value(b.to_out()).unwrap().to_string());
-            last = Instant::now();
-        }
-    }
-    out
+    common::read_until_quiet(bootstrap, topic, group, true, quiet)
+        .iter()
+        .map(|p| {
+            let b = decode_billed(p).expect("billing record decodes");
+            serde_json::to_value(b.to_out()).unwrap().to_string()
+        })
+        .collect()
 }
 
 #[test]

@@ -213,3 +213,41 @@ impl Drop for Wabill {
         self.kill9();
     }
 }
+
+/// Every record payload of `topic` from the start, until nothing new arrives for
+/// `quiet` (for brokers whose end offsets the test cannot trust, like the mock
+/// cluster's). `read_committed` skips aborted transactional records.
+pub fn read_until_quiet(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    read_committed: bool,
+    quiet: std::time::Duration,
+) -> Vec<Vec<u8>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let mut last = std::time::Instant::now();
+    while last.elapsed() < quiet {
+        if let Some(Ok(m)) = c.poll(std::time::Duration::from_millis(200)) {
+            out.push(m.payload().unwrap_or_default().to_vec());
+            last = std::time::Instant::now();
+        }
+    }
+    out
+}
