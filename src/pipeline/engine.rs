@@ -16,6 +16,11 @@ use crate::state::{Backend, Family, StoreError, WriteSet};
 /// state they would have seen on time.
 pub const PURGE_MARGIN: Ts = 2 * DAY_SECS;
 
+/// Events between purges of expired state when there is no backend (and so no
+/// checkpoints): keeps a long in-memory run's tables at the size of the live state
+/// instead of growing with every message id ever seen.
+const MEMORY_PURGE_EVERY: u32 = 50_000;
+
 /// Everything the stages need that comes from configuration, validated.
 #[derive(Clone)]
 pub struct Setup {
@@ -47,6 +52,8 @@ pub struct Engine {
     backend: Option<Box<dyn Backend>>,
     wout: WindowsOutput,
     lout: LedgerOutput,
+    /// Events since the last purge (memory-only engines).
+    since_purge: u32,
 }
 
 impl Engine {
@@ -70,6 +77,7 @@ impl Engine {
             backend,
             wout: WindowsOutput::default(),
             lout: LedgerOutput::default(),
+            since_purge: 0,
         };
         if memory_only {
             e.windows.memory_only();
@@ -87,7 +95,15 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let backend = self.backend.as_deref();
         self.windows.push(backend, ev, position, &mut self.wout)?;
-        self.forward(billed, rejected)
+        self.forward(billed, rejected)?;
+        if self.backend.is_none() {
+            self.since_purge += 1;
+            if self.since_purge >= MEMORY_PURGE_EVERY {
+                self.since_purge = 0;
+                self.checkpoint()?;
+            }
+        }
+        Ok(())
     }
 
     fn forward(

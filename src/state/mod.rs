@@ -73,6 +73,8 @@ pub enum StoreError {
         key: String,
         reason: String,
     },
+    #[error("state store: the in-memory {family} table holds 4 GiB of live keys")]
+    Full { family: &'static str },
     #[error("state store I/O: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -1,103 +1,80 @@
 //! A typed write-back cache over one column family, like Kafka Streams' caching store:
 //! reads hit memory first and fall back to the backend; writes stay in memory, marked
 //! dirty, until the driver drains them into one atomic write batch.
+//!
+//! Layout: key bytes live in one append-only arena; the hash table holds small fixed
+//! records (hash, arena offset, value). The engine does one or two read-modify-writes per
+//! event on tables of hundreds of thousands of keys, so what matters is bytes touched:
+//! a record is 2-3× smaller than a bucket holding the key inline, growing the table moves
+//! that much less memory, and a miss (a new message id, the common case) is decided on
+//! the stored hash without reading any key.
 
-use std::borrow::Borrow;
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 
-use rustc_hash::FxHashMap;
+use hashbrown::hash_table::{Entry as RawEntry, HashTable};
+use rustc_hash::FxHasher;
 
 use super::{Backend, Family, StoreError, StoreValue, WriteSet};
 use crate::billing::Ts;
 
-/// Longest key stored inline in the table (scope keys, conversation ids and the
-/// simulator's message ids fit; Meta's longer message ids go to the heap).
-const INLINE: usize = 62;
+/// Arena offsets and key lengths are `u32`: records stay small, and the arena is
+/// compacted long before it could reach 4 GiB of keys (it holds at most twice the live
+/// keys, see `compact`).
+const ARENA_LIMIT: usize = u32::MAX as usize;
 
-/// A table key: inline up to `INLINE` bytes, so a lookup or a rehash reads the key from
-/// the bucket itself instead of following a pointer, and a new key costs no allocation.
-/// Hashes and compares exactly as the `[u8]` it holds (`Borrow<[u8]>` lookups).
-#[derive(Clone)]
-enum Key {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<[u8]>),
+fn hash_key(key: &[u8]) -> u32 {
+    let mut h = FxHasher::default();
+    h.write(key);
+    let x = h.finish();
+    (x ^ (x >> 32)) as u32
 }
 
-impl Key {
-    fn new(k: &[u8]) -> Key {
-        if k.len() <= INLINE {
-            let mut bytes = [0u8; INLINE];
-            bytes[..k.len()].copy_from_slice(k);
-            Key::Inline {
-                len: k.len() as u8,
-                bytes,
-            }
-        } else {
-            Key::Heap(k.into())
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Key::Heap(b) => b,
-        }
-    }
+/// The 64-bit hash hashbrown sees: the 32-bit key hash in both halves, so the bucket
+/// index (low bits) and the control byte (top seven bits) both come from it.
+fn spread(h: u32) -> u64 {
+    u64::from(h) | (u64::from(h) << 32)
 }
 
-impl Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.as_slice().hash(h)
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, o: &Key) -> bool {
-        self.as_slice() == o.as_slice()
-    }
-}
-
-impl Eq for Key {}
-
-struct Slot<V> {
+struct Rec<V> {
+    hash: u32,
+    off: u32,
+    len: u32,
+    dirty: bool,
     /// `None`: known to be absent in the backend (negative cache) or deleted.
     value: Option<V>,
-    dirty: bool,
 }
 
 /// One key's slot, from `Table::entry`.
 pub struct Entry<'a, V> {
-    slot: &'a mut Slot<V>,
-    key: Key,
-    dirty: &'a mut Vec<Key>,
+    rec: &'a mut Rec<V>,
+    dirty: &'a mut Vec<(u32, u32, u32)>,
     track: bool,
 }
 
 impl<V: Copy> Entry<'_, V> {
     pub fn get(&self) -> Option<V> {
-        self.slot.value
+        self.rec.value
     }
 
     /// Writes the value back (as `Table::put`).
     pub fn set(self, value: Option<V>) {
-        self.slot.value = value;
-        if self.track && !self.slot.dirty {
-            self.slot.dirty = true;
-            self.dirty.push(self.key);
+        self.rec.value = value;
+        if self.track && !self.rec.dirty {
+            self.rec.dirty = true;
+            self.dirty.push((self.rec.hash, self.rec.off, self.rec.len));
         }
     }
 }
 
 pub struct Table<V> {
     family: Family,
-    map: FxHashMap<Key, Slot<V>>,
-    dirty: Vec<Key>,
+    map: HashTable<Rec<V>>,
+    /// Key bytes of every record (and of evicted ones until the next compaction).
+    arena: Vec<u8>,
+    /// Bytes of `arena` that belong to evicted records.
+    garbage: usize,
+    /// (hash, arena offset, length) of records written since the last drain.
+    dirty: Vec<(u32, u32, u32)>,
     /// Maximum entries kept after a drain; 0 = unbounded (pure in-memory runs).
     capacity: usize,
     /// True while every key the backend holds is also in `map` (the store started empty
@@ -107,11 +84,17 @@ pub struct Table<V> {
     track: bool,
 }
 
+fn key_of<'a, V>(arena: &'a [u8], r: &Rec<V>) -> &'a [u8] {
+    &arena[r.off as usize..r.off as usize + r.len as usize]
+}
+
 impl<V: StoreValue> Table<V> {
     pub fn new(family: Family, capacity: usize) -> Self {
         Table {
             family,
-            map: FxHashMap::default(),
+            map: HashTable::new(),
+            arena: Vec::new(),
+            garbage: 0,
             dirty: Vec::new(),
             capacity,
             complete: false,
@@ -133,19 +116,22 @@ impl<V: StoreValue> Table<V> {
         self.map.is_empty()
     }
 
+    fn find(&self, hash: u32, key: &[u8]) -> Option<&Rec<V>> {
+        let arena = &self.arena;
+        self.map
+            .find(spread(hash), |r| r.hash == hash && key_of(arena, r) == key)
+    }
+
     /// Reads a value, loading it from the backend on a miss. Without a backend the table
     /// is authoritative and a miss means absent.
     pub fn get(&mut self, backend: Option<&dyn Backend>, key: &[u8]) -> Result<Option<V>, StoreError> {
-        if let Some(slot) = self.map.get(key) {
-            return Ok(slot.value);
+        if let Some(r) = self.find(hash_key(key), key) {
+            return Ok(r.value);
         }
-        let Some(b) = backend else { return Ok(None) };
-        if self.complete {
-            return Ok(None);
+        match backend {
+            Some(_) if !self.complete => Ok(self.entry(backend, key)?.get()),
+            _ => Ok(None),
         }
-        let value = self.load(b, key)?;
-        self.map.insert(Key::new(key), Slot { value, dirty: false });
-        Ok(value)
     }
 
     /// A key's value in the backend.
@@ -162,24 +148,45 @@ impl<V: StoreValue> Table<V> {
 
     /// Reads a value (loading it from the backend on a miss, as `get`) and keeps the
     /// table's slot for it, so the read-modify-write of one key costs one hash probe
-    /// instead of two or three (`get`, `put`, the insert's own probe): the engine does
-    /// one such update per event on tables of hundreds of thousands of keys, where every
-    /// probe is a likely cache miss.
+    /// instead of two or three (`get`, `put`, the insert's own probe).
     pub fn entry(&mut self, backend: Option<&dyn Backend>, key: &[u8]) -> Result<Entry<'_, V>, StoreError> {
-        let k = Key::new(key);
+        let hash = hash_key(key);
         // A miss reads the backend before the map is borrowed for the insert: the
         // read is the rare path (a restored or evicted store), the probe the common one.
-        let value = match backend {
-            Some(b) if !self.complete && !self.map.contains_key(key) => Some(self.load(b, key)?),
+        let loaded = match backend {
+            Some(b) if !self.complete && self.find(hash, key).is_none() => self.load(b, key)?,
             _ => None,
         };
-        let slot = self.map.entry(k.clone()).or_insert_with(|| Slot {
-            value: value.flatten(),
-            dirty: false,
-        });
+        if self.arena.len() + key.len() > ARENA_LIMIT && self.garbage > 0 {
+            self.compact();
+            if self.arena.len() + key.len() > ARENA_LIMIT {
+                return Err(StoreError::Full {
+                    family: self.family.name(),
+                });
+            }
+        }
+        let arena = &mut self.arena;
+        let rec = match self.map.entry(
+            spread(hash),
+            |r| r.hash == hash && key_of(arena, r) == key,
+            |r| spread(r.hash),
+        ) {
+            RawEntry::Occupied(o) => o.into_mut(),
+            RawEntry::Vacant(v) => {
+                let off = arena.len() as u32;
+                arena.extend_from_slice(key);
+                v.insert(Rec {
+                    hash,
+                    off,
+                    len: key.len() as u32,
+                    dirty: false,
+                    value: loaded,
+                })
+                .into_mut()
+            }
+        };
         Ok(Entry {
-            slot,
-            key: k,
+            rec,
             dirty: &mut self.dirty,
             track: self.track,
         })
@@ -190,77 +197,89 @@ impl<V: StoreValue> Table<V> {
         self.track = false;
     }
 
-    pub fn put(&mut self, key: &[u8], value: Option<V>) {
-        if !self.track {
-            match self.map.get_mut(key) {
-                Some(slot) => slot.value = value,
-                None => {
-                    self.map.insert(Key::new(key), Slot { value, dirty: false });
-                }
-            }
-            return;
-        }
-        match self.map.get_mut(key) {
-            Some(slot) => {
-                slot.value = value;
-                if !slot.dirty {
-                    slot.dirty = true;
-                    self.dirty.push(Key::new(key));
-                }
-            }
-            None => {
-                let k = Key::new(key);
-                self.dirty.push(k.clone());
-                self.map.insert(k, Slot { value, dirty: true });
-            }
-        }
+    /// Replaces a key's value, without reading the backend first.
+    pub fn put(&mut self, key: &[u8], value: Option<V>) -> Result<(), StoreError> {
+        self.entry(None, key)?.set(value);
+        Ok(())
     }
 
     /// Moves every dirty entry into `set` (encoded), in key order, and marks it clean.
     /// (Key order makes RocksDB's memtable inserts cheaper; the keys are distinct, so the
     /// order changes nothing else.)
     pub fn drain_dirty(&mut self, set: &mut WriteSet) {
-        let mut keys: Vec<Box<[u8]>> = self
-            .dirty
-            .drain(..)
-            .map(|k| match k {
-                Key::Heap(b) => b,
-                inline => inline.as_slice().into(),
-            })
-            .collect();
-        keys.sort_unstable();
-        for key in keys {
-            if let Some(slot) = self.map.get_mut(&key[..]) {
-                slot.dirty = false;
-                let bytes = slot.value.map(|v| {
+        let mut marks = std::mem::take(&mut self.dirty);
+        let arena = &self.arena;
+        let key = |&(_, off, len): &(u32, u32, u32)| &arena[off as usize..(off + len) as usize];
+        marks.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+        set.changes.reserve(marks.len());
+        for m in &marks {
+            let (hash, off, _) = *m;
+            // A record's arena offset identifies it: no key comparison needed.
+            if let Some(r) = self.map.find_mut(spread(hash), |r| r.off == off) {
+                r.dirty = false;
+                let bytes = r.value.map(|v| {
                     let mut b = Vec::with_capacity(48);
                     v.encode(&mut b);
                     b
                 });
-                set.changes.push((self.family, key, bytes));
+                set.changes.push((self.family, key(m).into(), bytes));
             }
         }
+        marks.clear();
+        self.dirty = marks;
     }
 
     /// Drops clean entries that expired before `purge_before` (they read as absent
     /// anyway) and, when over capacity, clean entries until a quarter below it. Without
     /// a backend only expired entries may go: the table is the only copy.
     pub fn evict(&mut self, purge_before: Ts, has_backend: bool) {
-        self.map.retain(|_, s| {
-            s.dirty || s.value.is_some_and(|v| v.expires_at() >= purge_before) || (s.value.is_none() && has_backend)
+        let mut freed = 0usize;
+        self.map.retain(|s| {
+            let keep = s.dirty
+                || s.value.is_some_and(|v| v.expires_at() >= purge_before)
+                || (s.value.is_none() && has_backend);
+            if !keep {
+                freed += s.len as usize;
+            }
+            keep
         });
         if has_backend && self.capacity > 0 && self.map.len() > self.capacity {
             self.complete = false;
             let target = self.capacity - self.capacity / 4;
             let mut excess = self.map.len() - target;
-            self.map.retain(|_, s| {
+            self.map.retain(|s| {
                 if excess > 0 && !s.dirty {
                     excess -= 1;
+                    freed += s.len as usize;
                     false
                 } else {
                     true
                 }
             });
+        }
+        self.garbage += freed;
+        if self.garbage > 1 << 16 && self.garbage > self.arena.len() / 2 {
+            self.compact();
+        }
+    }
+
+    /// Rewrites the arena with only the keys of live records (evicted keys are garbage
+    /// until then), keeping it at most about twice the live keys.
+    fn compact(&mut self) {
+        let live = self.arena.len() - self.garbage;
+        let mut arena = Vec::with_capacity(live + live / 2);
+        for r in self.map.iter_mut() {
+            let off = arena.len() as u32;
+            arena.extend_from_slice(key_of(&self.arena, r));
+            r.off = off;
+        }
+        self.arena = arena;
+        self.garbage = 0;
+        // Dirty marks name records by offset: rebuild them.
+        if !self.dirty.is_empty() {
+            self.dirty.clear();
+            self.dirty
+                .extend(self.map.iter().filter(|r| r.dirty).map(|r| (r.hash, r.off, r.len)));
         }
     }
 }
@@ -307,7 +326,7 @@ mod tests {
                         expires_at: 9,
                         value: old_a.map_or(0, |c| c.value) + step,
                     });
-                    a.put(&key, v);
+                    a.put(&key, v).unwrap();
                     slot.set(v);
                 }
                 if step.is_multiple_of(300) {
@@ -321,7 +340,7 @@ mod tests {
     }
 
     #[test]
-    fn inline_and_heap_keys_find_the_same_entries() {
+    fn keys_of_every_length_find_their_entries() {
         let mut t: Table<Counter> = Table::new(Family::Counters, 0);
         let keys: Vec<Vec<u8>> = (0..200usize)
             .map(|n| (0..n % 100).map(|i| (i * 7 + n) as u8).collect())
@@ -333,7 +352,8 @@ mod tests {
                     expires_at: 1,
                     value: i as u64,
                 }),
-            );
+            )
+            .unwrap();
         }
         for (i, k) in keys.iter().enumerate() {
             let want = keys.iter().rposition(|o| o == k).unwrap_or(i) as u64;
@@ -348,5 +368,56 @@ mod tests {
         assert_eq!(drained.len(), distinct.len());
         drained.dedup();
         assert_eq!(drained, distinct, "drained once each, in key order");
+    }
+
+    /// Evicting most keys compacts the arena; every live key still finds its value, the
+    /// evicted ones read as absent, and keys written before and after the compaction
+    /// drain exactly once each.
+    #[test]
+    fn compaction_keeps_live_keys_and_dirty_marks() {
+        let mut t: Table<Counter> = Table::new(Family::Counters, 0);
+        let key = |i: u64| format!("wamid.{i:040}").into_bytes();
+        for i in 0..20_000u64 {
+            let c = Counter {
+                expires_at: if i % 10 == 0 { 100 } else { 5 },
+                value: i,
+            };
+            t.put(&key(i), Some(c)).unwrap();
+        }
+        t.drain_dirty(&mut WriteSet::default());
+        // Dirty before the eviction: must survive it and drain after it.
+        t.put(
+            &key(3),
+            Some(Counter {
+                expires_at: 7,
+                value: 33,
+            }),
+        )
+        .unwrap();
+        let before = t.arena.len();
+        t.evict(50, false);
+        assert!(t.arena.len() < before / 4, "arena {} -> {}", before, t.arena.len());
+        assert_eq!(t.garbage, 0);
+        assert_eq!(t.len(), 2_001);
+        for i in 0..20_000u64 {
+            let got = t.get(None, &key(i)).unwrap().map(|c| c.value);
+            let want = if i == 3 { Some(33) } else { (i % 10 == 0).then_some(i) };
+            assert_eq!(got, want, "key {i}");
+        }
+        t.put(
+            &key(20_001),
+            Some(Counter {
+                expires_at: 100,
+                value: 1,
+            }),
+        )
+        .unwrap();
+        let mut set = WriteSet::default();
+        t.drain_dirty(&mut set);
+        let keys: Vec<Vec<u8>> = set.changes.iter().map(|c| c.1.to_vec()).collect();
+        assert_eq!(keys, vec![key(3), key(20_001)]);
+        let mut again = WriteSet::default();
+        t.drain_dirty(&mut again);
+        assert!(again.is_empty());
     }
 }
