@@ -11,6 +11,9 @@ use super::codec::expiry_of;
 use super::{Backend, Family, StoreError, WriteSet};
 use crate::billing::Ts;
 
+/// Memtable size per column family (see `open`).
+const WRITE_BUFFER_BYTES: usize = 8 << 20;
+
 pub struct RocksBackend {
     db: DB,
     purge_before: Vec<(Family, Arc<AtomicI64>)>,
@@ -33,6 +36,14 @@ impl RocksBackend {
         db_opts.set_atomic_flush(true);
         let cfs = Family::ALL.iter().map(|f| {
             let mut o = Options::default();
+            // Checkpoint batches insert keys spread over the whole key space (new message
+            // ids), so each memtable insert walks the skiplist from the top: in RocksDB's
+            // default 64 MiB memtable that walk leaves the CPU cache, in 8 MiB it mostly
+            // stays in it. Measured on the benchmark month: replay 15-20 % faster, the
+            // extra flushes run on a background thread. Three buffers so a flush in
+            // progress does not stall the next checkpoint.
+            o.set_write_buffer_size(WRITE_BUFFER_BYTES);
+            o.set_max_write_buffer_number(3);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             // Most lookups are for keys that do not exist yet (new message ids): a bloom
             // filter answers those without touching data blocks.
