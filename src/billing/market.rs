@@ -65,12 +65,13 @@ const REGEX_CACHE_CAPACITY: usize = 1 << 16;
 /// Resolves `wa_id`s (E.164 digits without `+`) to countries, memoising results: a parse
 /// costs microseconds and the same users write again and again.
 ///
-/// The memo is keyed by the number itself (digit count and value: one-to-one with the
-/// digit string), so a lookup reads one bucket instead of chasing a boxed string; it
-/// runs once per event and, over a million users, a pointer chase is a cache miss.
+/// The memo runs once per event over every user of the traffic, so its size decides how
+/// often a lookup misses the CPU cache: a bucket is 16 bytes, the number itself as key
+/// (`memo_key`, one-to-one with the digit string) and the answer packed in a `Memo`
+/// (an error is rebuilt from its kind and the number it names).
 #[derive(Default)]
 pub struct CountryResolver {
-    cache: FxHashMap<(u8, u64), Result<Resolved, NumberError>>,
+    cache: FxHashMap<u64, Memo>,
     capacity: usize,
     matchers: Matchers,
 }
@@ -101,23 +102,24 @@ impl CountryResolver {
         let Some(key) = memo_key(wa_id) else {
             return self.matchers.resolve(wa_id);
         };
-        if let Some(r) = self.cache.get(&key) {
-            return r.clone();
+        if let Some(m) = self.cache.get(&key) {
+            return m.answer(wa_id);
         }
         let r = self.matchers.resolve(wa_id);
         if self.cache.len() >= self.capacity {
             self.cache.clear();
         }
-        self.cache.insert(key, r.clone());
+        self.cache.insert(key, Memo::of(&r));
         r
     }
 }
 
-/// (digit count, value) of a string of 1 to 19 ASCII digits: distinct strings, distinct
-/// keys (the count keeps leading zeros apart), and 19 digits always fit in a u64.
-fn memo_key(wa_id: &str) -> Option<(u8, u64)> {
+/// Digit count (4 bits) and value (60 bits) of a string of 1 to 15 ASCII digits, the
+/// longest E.164 number: distinct strings, distinct keys (the count keeps leading zeros
+/// apart; 15 digits are below 2^60). Longer strings are not memoised.
+fn memo_key(wa_id: &str) -> Option<u64> {
     let b = wa_id.as_bytes();
-    if b.is_empty() || b.len() > 19 {
+    if b.is_empty() || b.len() > 15 {
         return None;
     }
     let mut v = 0u64;
@@ -128,7 +130,42 @@ fn memo_key(wa_id: &str) -> Option<(u8, u64)> {
         }
         v = v * 10 + u64::from(d);
     }
-    Some((b.len() as u8, v))
+    Some((b.len() as u64) << 60 | v)
+}
+
+/// A memoised answer in three bytes: the kind (valid, invalid, or which error) and the
+/// country's two letters.
+#[derive(Clone, Copy)]
+struct Memo([u8; 3]);
+
+impl Memo {
+    fn of(r: &Result<Resolved, NumberError>) -> Memo {
+        match r {
+            Ok(Resolved { country, valid }) => {
+                let [a, b] = country.0;
+                Memo([u8::from(*valid), a, b])
+            }
+            Err(NumberError::Empty) => Memo([2, 0, 0]),
+            Err(NumberError::NotDigits(_)) => Memo([3, 0, 0]),
+            Err(NumberError::UnknownCallingCode(_)) => Memo([4, 0, 0]),
+            Err(NumberError::NonGeographic(_)) => Memo([5, 0, 0]),
+        }
+    }
+
+    /// The answer for `wa_id`, the number this memo was made for.
+    fn answer(self, wa_id: &str) -> Result<Resolved, NumberError> {
+        let [kind, a, b] = self.0;
+        match kind {
+            0 | 1 => Ok(Resolved {
+                country: Country([a, b]),
+                valid: kind == 1,
+            }),
+            2 => Err(NumberError::Empty),
+            3 => Err(NumberError::NotDigits(wa_id.to_string())),
+            4 => Err(NumberError::UnknownCallingCode(wa_id.to_string())),
+            _ => Err(NumberError::NonGeographic(wa_id.to_string())),
+        }
+    }
 }
 
 /// What both resolutions start with: digits only, after an optional `+`.
@@ -699,10 +736,11 @@ mod tests {
 
     #[test]
     fn memo_keys_are_one_to_one_with_digit_strings() {
-        assert_eq!(memo_key("0"), Some((1, 0)));
+        assert_eq!(memo_key("0"), Some(1 << 60));
         assert_ne!(memo_key("0447700900123"), memo_key("447700900123"));
-        assert_eq!(memo_key("9999999999999999999"), Some((19, 9_999_999_999_999_999_999)));
-        for n in ["", "+4477", "12a", "12345678901234567890", "١٢٣"] {
+        assert_ne!(memo_key("0"), memo_key("00"));
+        assert_eq!(memo_key("999999999999999"), Some(15 << 60 | 999_999_999_999_999));
+        for n in ["", "+4477", "12a", "1234567890123456", "١٢٣"] {
             assert_eq!(memo_key(n), None, "{n}");
         }
         // Cached and uncached answers agree, errors included (their text names the input).
@@ -714,11 +752,23 @@ mod tests {
             "999123456",
             "12ab",
             "4412",
+            "80012345678",
+            "1234567890123456",
             "447700900123",
+            "80012345678",
+            "999123456",
         ] {
             assert_eq!(r.resolve(n), resolve_uncached(n), "{n}");
         }
         assert!(r.cache.len() <= 4);
+        // Every kind of answer, once computed and once from the memo.
+        let mut r = CountryResolver::new(100);
+        for n in ["447700900123", "4412", "80012345678", "999123456", "0"] {
+            for round in 0..2 {
+                assert_eq!(r.resolve(n), resolve_uncached(n), "{n} round {round}");
+            }
+        }
+        assert_eq!(r.cache.len(), 5);
     }
 
     #[test]
