@@ -577,11 +577,23 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Index of the first `"`, `\\` or control character at or after `i` (`b.len()` if none),
-/// eight bytes at a time: serde_json's own word-at-a-time test (a borrow can only flag a
-/// byte after the first real match, so the lowest flagged byte is exact).
+/// Index of the first `"`, `\\` or control character at or after `i` (`b.len()` if none).
+/// String scanning is the largest single cost of reading a payload, so: sixteen bytes at
+/// a time with SSE2 (part of every x86-64), then eight at a time with serde_json's own
+/// word-at-a-time test (a borrow can only flag a byte after the first real match, so the
+/// lowest flagged byte is exact), then byte by byte.
 #[inline]
 fn find_special(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = b.get(i..i + 16) {
+        let Ok(bytes) = <[u8; 16]>::try_from(chunk) else { break };
+        // SAFETY: SSE2 is part of the x86-64 baseline, so every x86-64 CPU has it.
+        let m = unsafe { special_mask16(bytes) };
+        if m != 0 {
+            return i + m.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     while let Some(chunk) = b.get(i..i + 8) {
@@ -605,6 +617,29 @@ fn find_special(b: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// Bit k set when byte k is `"`, `\\` or below 0x20.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn special_mask16(bytes: [u8; 16]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
+    };
+    let lo = i64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ]);
+    let hi = i64::from_le_bytes([
+        bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
+    ]);
+    let v = _mm_set_epi64x(hi, lo);
+    let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+    let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+    // Unsigned v <= 0x1f exactly when max(v, 0x1f) == 0x1f.
+    let limit = _mm_set1_epi8(0x1f);
+    let control = _mm_cmpeq_epi8(_mm_max_epu8(v, limit), limit);
+    _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
 }
 
 /// Sets a declared field; a second occurrence bails (serde: "duplicate field").
@@ -852,7 +887,18 @@ mod tests {
 
     proptest! {
         #[test]
-        fn find_special_is_the_first_special_byte(b in proptest::collection::vec(any::<u8>(), 0..40), i in 0usize..40) {
+        fn find_special_is_the_first_special_byte(b in proptest::collection::vec(any::<u8>(), 0..80), i in 0usize..80) {
+            let naive = (i..b.len()).find(|&k| b[k] == b'"' || b[k] == b'\\' || b[k] < 0x20).unwrap_or(b.len().max(i));
+            prop_assert_eq!(super::find_special(&b, i), naive);
+        }
+
+        /// Mostly plain bytes, so the first special one often lies beyond the first
+        /// sixteen- and eight-byte blocks (uniform bytes are special one time in eight).
+        #[test]
+        fn find_special_finds_rare_special_bytes(
+            b in proptest::collection::vec(prop_oneof![30 => 0x20u8..=0xff, 1 => any::<u8>()], 0..100),
+            i in 0usize..40,
+        ) {
             let naive = (i..b.len()).find(|&k| b[k] == b'"' || b[k] == b'\\' || b[k] < 0x20).unwrap_or(b.len().max(i));
             prop_assert_eq!(super::find_special(&b, i), naive);
         }

@@ -39,15 +39,18 @@ impl PendingJournal {
             if self.removed.contains(&seq) {
                 continue;
             }
-            let mut v = Vec::with_capacity(8 + bytes.len());
-            v.extend_from_slice(&NEVER.to_be_bytes());
-            v.extend_from_slice(&bytes);
-            set.changes
-                .push((Family::Pending, Box::from(seq.to_be_bytes()), Some(v)));
+            set.put_with(
+                Family::Pending,
+                &seq.to_be_bytes(),
+                Some(|out: &mut Vec<u8>| {
+                    out.extend_from_slice(&NEVER.to_be_bytes());
+                    out.extend_from_slice(&bytes);
+                }),
+            );
         }
         for seq in self.removed.drain() {
             if !added_now.contains(&seq) {
-                set.changes.push((Family::Pending, Box::from(seq.to_be_bytes()), None));
+                set.put(Family::Pending, &seq.to_be_bytes(), None);
             }
         }
     }
@@ -55,10 +58,10 @@ impl PendingJournal {
 
 /// Meta entry holding one i64 (stream time, watermarks, offsets).
 pub fn meta_i64(set: &mut WriteSet, key: &str, v: i64) {
-    let mut b = Vec::with_capacity(16);
-    b.extend_from_slice(&NEVER.to_be_bytes());
-    b.extend_from_slice(&v.to_be_bytes());
-    set.changes.push((Family::Meta, Box::from(key.as_bytes()), Some(b)));
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&NEVER.to_be_bytes());
+    b[8..].copy_from_slice(&v.to_be_bytes());
+    set.put(Family::Meta, key.as_bytes(), Some(&b));
 }
 
 pub fn read_meta_i64(bytes: &[u8]) -> Option<i64> {

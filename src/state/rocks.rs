@@ -152,29 +152,13 @@ impl Backend for RocksBackend {
 
     fn write(&mut self, mut set: WriteSet) -> Result<(), StoreError> {
         // In key order, memtable inserts are cheaper (RocksDB's sequential-insert splice).
-        // Tables drain in key order already; any run of one family that is not sorted is
-        // sorted here, stably, so changes of one key keep their order and the batch
-        // leaves exactly the same state.
-        let mut start = 0;
-        while start < set.changes.len() {
-            let family = set.changes[start].0;
-            let len = set.changes[start..].iter().take_while(|c| c.0 == family).count();
-            let run = &mut set.changes[start..start + len];
-            if !run.is_sorted_by(|a, b| a.1 <= b.1) {
-                run.sort_by(|a, b| a.1.cmp(&b.1));
-            }
-            start += len;
-        }
+        // Tables drain in key order already; any other run is sorted here.
+        set.sort_family_runs();
         // Sized up front: growing the batch by doubling copies it and faults in fresh
         // pages at every step (a checkpoint batch is megabytes).
-        let bytes: usize = set
-            .changes
-            .iter()
-            .map(|(_, k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 16)
-            .sum();
-        let mut batch = WriteBatch::with_capacity_bytes(bytes + 64);
-        for (f, k, v) in &set.changes {
-            let cf = self.cf(*f)?;
+        let mut batch = WriteBatch::with_capacity_bytes(set.byte_len() + 16 * set.len() + 64);
+        for (f, k, v) in set.iter() {
+            let cf = self.cf(f)?;
             match v {
                 Some(v) => batch.put_cf(cf, k, v),
                 None => batch.delete_cf(cf, k),

@@ -106,7 +106,7 @@ impl PartitionStore {
                 let Some(family) = Family::from_code(code) else {
                     continue;
                 };
-                set.changes.push((family, rest.into(), m.payload().map(<[u8]>::to_vec)));
+                set.put(family, rest, m.payload());
                 records += 1;
                 if set.len() >= 10_000 {
                     restored.inc_by(set.len() as u64);
@@ -151,14 +151,14 @@ impl PartitionStore {
     pub fn send_changelog(&self, out: &Out, set: &mut WriteSet, input_offset: i64) -> Result<(), KafkaRunError> {
         meta_i64(set, INPUT_OFFSET, input_offset);
         let mut key = Vec::with_capacity(64);
-        for (family, k, v) in &set.changes {
+        for (family, k, v) in set.iter() {
             key.clear();
             key.push(family.code());
             key.extend_from_slice(k);
             out.send(OutRecord {
                 topic: &self.changelog_topic,
                 key: &key,
-                value: v.as_deref(),
+                value: v,
                 partition: Some(self.partition),
                 headers: None,
             })?;
