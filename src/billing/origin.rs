@@ -58,8 +58,13 @@ impl Origin {
     /// (reference §7.4 item 9): `customer_initiated`, `business_initated`,
     /// `referral_conversion`, `FREE_ENTRY`, ... Unknown spellings give `None`.
     pub fn normalise(s: &str) -> Option<Origin> {
-        let l = s.trim().to_ascii_lowercase().replace('-', "_");
-        Some(match l.as_str() {
+        // Meta's own spellings are already normal: recognised without building a string
+        // (this runs for nearly every status).
+        Self::spelling(s).or_else(|| Self::spelling(&s.trim().to_ascii_lowercase().replace('-', "_")))
+    }
+
+    fn spelling(l: &str) -> Option<Origin> {
+        Some(match l {
             "user_initiated" | "customer_initiated" | "uic" => Origin::UserInitiated,
             "business_initiated" | "business_initated" | "bic" => Origin::BusinessInitiated,
             "free_entry_point" | "free_entry" | "referral_conversion" | "fep" => Origin::FreeEntryPoint,
@@ -97,6 +102,7 @@ mod tests {
             Origin::normalise("authentication-international"),
             Some(Origin::Authentication)
         );
+        assert_eq!(Origin::normalise(" User-Initiated "), Some(Origin::UserInitiated));
         assert_eq!(Origin::normalise("nonsense"), None);
         for o in Origin::ALL {
             assert_eq!(Origin::from_code(o.code()), Some(o));

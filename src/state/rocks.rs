@@ -157,8 +157,14 @@ impl Backend for RocksBackend {
         // Sized up front: growing the batch by doubling copies it and faults in fresh
         // pages at every step (a checkpoint batch is megabytes).
         let mut batch = WriteBatch::with_capacity_bytes(set.byte_len() + 16 * set.len() + 64);
+        // One handle lookup per family, not per change (a lookup is a map search by name).
+        let mut handles: [Option<&rocksdb::ColumnFamily>; Family::ALL.len()] = [None; Family::ALL.len()];
         for (f, k, v) in set.iter() {
-            let cf = self.cf(f)?;
+            let cf = match handles.get_mut(usize::from(f.code())) {
+                Some(Some(cf)) => *cf,
+                Some(slot) => *slot.insert(self.cf(f)?),
+                None => self.cf(f)?,
+            };
             match v {
                 Some(v) => batch.put_cf(cf, k, v),
                 None => batch.delete_cf(cf, k),
