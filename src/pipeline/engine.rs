@@ -54,6 +54,8 @@ pub struct Engine {
     lout: LedgerOutput,
     /// Events since the last purge (memory-only engines).
     since_purge: u32,
+    /// The checkpoint batch, kept between checkpoints for its buffers.
+    set: WriteSet,
 }
 
 impl Engine {
@@ -78,6 +80,7 @@ impl Engine {
             wout: WindowsOutput::default(),
             lout: LedgerOutput::default(),
             since_purge: 0,
+            set: WriteSet::default(),
         };
         if memory_only {
             e.windows.memory_only();
@@ -142,7 +145,9 @@ impl Engine {
     pub fn checkpoint(&mut self) -> Result<usize, StoreError> {
         let has_backend = self.backend.is_some();
         let purge = self.windows.stream_time().saturating_sub(PURGE_MARGIN);
-        let mut set = WriteSet::default();
+        // Reused from one checkpoint to the next (the backend leaves it empty).
+        let mut set = std::mem::take(&mut self.set);
+        set.clear();
         self.windows.drain(&mut set, purge, has_backend);
         let ledger_purge = self
             .ledger
@@ -156,9 +161,10 @@ impl Engine {
             b.set_purge_before(Family::Conversations, ledger_purge);
             b.set_purge_before(Family::Counters, ledger_purge);
             if !set.is_empty() {
-                b.write(set)?;
+                b.write(&mut set)?;
             }
         }
+        self.set = set;
         Ok(n)
     }
 

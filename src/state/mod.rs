@@ -119,6 +119,12 @@ impl WriteSet {
         self.ops.len()
     }
 
+    /// Removes every change, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ops.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
@@ -187,7 +193,9 @@ pub trait Backend {
     fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every (key, value) of a family, in key order (restores pending buffers).
     fn scan(&self, family: Family) -> Result<Vec<KeyValue>, StoreError>;
-    fn write(&mut self, set: WriteSet) -> Result<(), StoreError>;
+    /// Writes `set` atomically and leaves it empty, keeping its buffers for the next
+    /// batch (a checkpoint set is megabytes; a fresh one faults in fresh pages).
+    fn write(&mut self, set: &mut WriteSet) -> Result<(), StoreError>;
     /// Values whose expiry is before this instant may be dropped by compaction. Driven
     /// by stream time (minus a safety margin), never by the wall clock.
     fn set_purge_before(&self, family: Family, ts: Ts);

@@ -150,7 +150,7 @@ impl Backend for RocksBackend {
         Ok(out)
     }
 
-    fn write(&mut self, mut set: WriteSet) -> Result<(), StoreError> {
+    fn write(&mut self, set: &mut WriteSet) -> Result<(), StoreError> {
         // In key order, memtable inserts are cheaper (RocksDB's sequential-insert splice).
         // Tables drain in key order already; any other run is sorted here.
         set.sort_family_runs();
@@ -174,6 +174,7 @@ impl Backend for RocksBackend {
         wo.set_sync(false);
         wo.disable_wal(true);
         self.db.write_opt(batch, &wo)?;
+        set.clear();
         Ok(())
     }
 

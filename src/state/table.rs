@@ -312,7 +312,7 @@ mod tests {
             v.encode(&mut b);
             seed_set.put(Family::Counters, format!("k{i}").as_bytes(), Some(&b));
         }
-        backend.write(seed_set).unwrap();
+        backend.write(&mut seed_set).unwrap();
         for with_backend in [false, true] {
             let b: Option<&dyn Backend> = if with_backend { Some(&backend) } else { None };
             let mut a: Table<Counter> = Table::new(Family::Counters, 0);

@@ -110,12 +110,12 @@ impl PartitionStore {
                 records += 1;
                 if set.len() >= 10_000 {
                     restored.inc_by(set.len() as u64);
-                    backend.write(std::mem::take(&mut set))?;
+                    backend.write(&mut set)?;
                 }
             }
             restored.inc_by(set.len() as u64);
             meta_i64(&mut set, LOCAL_CHANGELOG_OFFSET, next - 1);
-            backend.write(set)?;
+            backend.write(&mut set)?;
         }
         let next_offset = backend
             .get(Family::Meta, INPUT_OFFSET.as_bytes())?
@@ -172,7 +172,7 @@ impl PartitionStore {
         if let Some(o) = out.acked_offset(&self.changelog_topic, self.partition) {
             meta_i64(&mut set, LOCAL_CHANGELOG_OFFSET, o);
         }
-        self.backend.write(set)?;
+        self.backend.write(&mut set)?;
         self.next_offset = Some(input_offset + 1);
         Ok(())
     }
