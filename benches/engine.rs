@@ -61,12 +61,13 @@ fn normalise(lines: &[String]) -> Vec<MessageEvent> {
 #[inline(never)]
 fn run_engine(s: &Setup, evs: Vec<MessageEvent>) -> usize {
     let mut engine = Engine::new(s, None);
-    let mut billed = Vec::with_capacity(1 << 16);
+    // The consumer takes records in batches of 4 k, as a sink would.
+    let mut billed = Vec::with_capacity(1 << 13);
     let mut rejected = Vec::new();
     let mut total = 0;
     for (i, ev) in evs.into_iter().enumerate() {
         engine.push(ev, i as u64, &mut billed, &mut rejected).unwrap();
-        if billed.len() > 60_000 {
+        if billed.len() >= 4096 {
             total += billed.len();
             billed.clear();
         }

@@ -270,10 +270,11 @@ impl<V: StoreValue> Table<V> {
     fn compact(&mut self) {
         let live = self.arena.len() - self.garbage;
         // The previous arena is reused: its pages are already mapped, so the copy and the
-        // appends after it fault nothing in.
+        // appends after it fault nothing in. Room for twice the live keys (compaction
+        // comes back when half the arena is garbage), so it is not regrown in between.
         let mut arena = std::mem::take(&mut self.spare);
         arena.clear();
-        arena.reserve(live + live / 2);
+        arena.reserve(2 * live + (1 << 20));
         for r in self.map.iter_mut() {
             let off = arena.len() as u32;
             arena.extend_from_slice(key_of(&self.arena, r));
