@@ -96,6 +96,10 @@ fn main() {
     drop(consumer);
     let raw_rate = got as f64 / raw_secs;
     println!("raw consume: {got} payloads in {raw_secs:.2}s = {raw_rate:.0} payloads/s");
+    if got < n_lines {
+        eprintln!("raw consume read {got} of {n_lines} payloads before its deadline: no rate");
+        std::process::exit(1);
+    }
 
     // (b) wabill run end to end: time from start until the billing topic stops growing
     // and the ledger group has consumed everything.
@@ -126,6 +130,10 @@ fn main() {
     let mut last_billing = -1i64;
     let mut stable_since = Instant::now();
     let mut end_at = None;
+    let mut drained = false;
+    // Its own deadline: a slow broker (the SQLite engine) needs minutes for what the
+    // memory engine does in seconds.
+    let deadline = Instant::now() + Duration::from_secs(1800);
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
         let ingest_done: i64 = broker
@@ -157,11 +165,21 @@ fn main() {
             && caught_up(&format!("{prefix}-ledger"), &format!("{prefix}-conversations"))
             && stable_since.elapsed() > Duration::from_secs(8)
         {
+            drained = true;
             break;
         }
     }
     let _ = child.kill();
     let _ = child.wait();
+    if !drained {
+        // A run that did not finish has no throughput: reporting the time of its last
+        // billing record would be a number for work that was never done.
+        eprintln!(
+            "wabill run did NOT drain before the deadline: some stage's committed offset is \
+             short of its input's end (billing had {last_billing} records); no end-to-end rate"
+        );
+        std::process::exit(1);
+    }
     let e2e = end_at.map(|d| d.as_secs_f64()).unwrap_or(f64::NAN);
     let e2e_rate = n_lines as f64 / e2e;
     println!(
