@@ -101,6 +101,8 @@ struct Task<S: Observed> {
     upstream: HashMap<i32, Ts>,
     /// Set by an idle flush (caught up, nothing waiting); cleared by new input.
     idle_flushed: bool,
+    /// When an idle partition may next ask the broker whether it is caught up.
+    next_idle_check: Option<Instant>,
     /// Exactly-once: this task's transactional producer (its outputs, changelog and input
     /// offsets commit atomically). `None`: the stage's shared producer.
     txn: Option<Out>,
@@ -118,6 +120,7 @@ impl<S: Observed> Task<S> {
             announced: Ts::MIN,
             upstream,
             idle_flushed: false,
+            next_idle_check: None,
             txn,
         }
     }
@@ -239,6 +242,22 @@ fn rejected_dead_letter(
         partition: None,
         headers: None,
     })
+}
+
+/// Whether a partition without input since `last_input` should ask the broker now if it
+/// is caught up: after `idle`, then at most once per `idle`. Each ask is a broker round
+/// trip (ListOffsets); asking on every turn of the loop flooded a slow broker (Tansu on
+/// SQLite) with them until its fetches timed out and the stage stopped receiving records.
+fn idle_check_due(last_input: Instant, next_check: &mut Option<Instant>, idle: Duration) -> bool {
+    if last_input.elapsed() < idle {
+        return false;
+    }
+    let now = Instant::now();
+    if next_check.is_some_and(|at| now < at) {
+        return false;
+    }
+    *next_check = Some(now + idle);
+    true
 }
 
 /// A partition is idle only when it is caught up: nothing waits in the broker beyond
@@ -491,7 +510,7 @@ pub fn run_windows(
         // Idle partitions: apply what waits for the watermark (wall clock, only here).
         for (p, t) in tasks.iter_mut() {
             if t.stage.buffered() > 0
-                && t.last_input.elapsed() >= idle
+                && idle_check_due(t.last_input, &mut t.next_idle_check, idle)
                 && caught_up(
                     &consumer,
                     &source,
@@ -797,7 +816,7 @@ pub fn run_ledger(
                 }
             }
             if t.stage.buffered() > 0
-                && t.last_input.elapsed() >= idle
+                && idle_check_due(t.last_input, &mut t.next_idle_check, idle)
                 && caught_up(
                     &consumer,
                     &source,
