@@ -109,7 +109,7 @@ fn main() {
         &config,
         format!(
             "[kafka]\nbrokers = \"{}\"\nprefix = \"{prefix}\"\npartitions = {partitions}\nidle_flush_ms = 2000\nbatch_max = {}\n\
-             [kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n\"session.timeout.ms\" = \"6000\"\n[state]\ndir = \"{}\"\n",
+             [kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"10\"\n\"session.timeout.ms\" = \"6000\"\n[state]\ndir = \"{}\"\n",
             broker.bootstrap(),
             std::env::var("WABILL_BENCH_BATCH").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(50_000),
             dir.path().join("state").display()

@@ -67,7 +67,7 @@ prefix = "demo"
 partitions = 4
 idle_flush_ms = 3000
 
-[kafka.properties]
+[kafka.consumer_properties]
 "fetch.wait.max.ms" = "10"
 
 [state]

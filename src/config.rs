@@ -74,9 +74,16 @@ pub struct KafkaConfig {
     pub idle_flush_ms: u64,
     #[serde(default)]
     pub topics: TopicNames,
-    /// Passed to librdkafka as is (e.g. `"security.protocol" = "SASL_SSL"`).
+    /// Passed to librdkafka as is, for every client (e.g. `"security.protocol" =
+    /// "SASL_SSL"`).
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
+    /// Passed to consumers only, after `properties` (e.g. `"fetch.wait.max.ms"`).
+    #[serde(default)]
+    pub consumer_properties: std::collections::BTreeMap<String, String>,
+    /// Passed to producers only, after `properties` (e.g. `"linger.ms"`).
+    #[serde(default)]
+    pub producer_properties: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {

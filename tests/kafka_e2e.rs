@@ -28,7 +28,7 @@ fn billing_config(free_tier: u32) -> String {
 fn run_config(broker: &Broker, prefix: &str, state_dir: &Path, free_tier: u32) -> String {
     format!(
         "{}\n[kafka]\nbrokers = \"{}\"\nprefix = \"{prefix}\"\npartitions = {PARTITIONS}\nbatch_max = 500\nidle_flush_ms = 3000\n\
-         [kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+         [kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"10\"\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
          [state]\ndir = \"{}\"\n[http]\naddr = \"127.0.0.1:0\"\n",
         billing_config(free_tier),
         broker.bootstrap(),

@@ -58,7 +58,7 @@ fn injected_request_errors_and_a_broker_outage_lose_nothing() {
     let billing_toml = format!("[[waba]]\nid = \"{}\"\nfree_tier = 15\n", sim::waba_id(0));
     let toml = format!(
         "{billing_toml}\n[kafka]\nbrokers = \"{bootstrap}\"\nprefix = \"{prefix}\"\npartitions = {partitions}\nbatch_max = 200\nidle_flush_ms = 1500\n\
-         [kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n\"session.timeout.ms\" = \"6000\"\n[state]\ndir = \"{}\"\n",
+         [kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"10\"\n\"session.timeout.ms\" = \"6000\"\n[state]\ndir = \"{}\"\n",
         state.path().display()
     );
     let config: Config = toml::from_str(&toml).unwrap();

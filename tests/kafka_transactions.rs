@@ -59,7 +59,7 @@ fn exactly_once_mode_survives_kill9_and_bills_the_replays_records() {
         format!(
             "{billing_toml}\n[kafka]\nbrokers = \"{bootstrap}\"\nprefix = \"{prefix}\"\npartitions = 3\n\
              processing_guarantee = \"exactly_once\"\nbatch_max = 300\nidle_flush_ms = 1500\n\
-             [kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n\"session.timeout.ms\" = \"6000\"\n\
+             [kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"10\"\n\"session.timeout.ms\" = \"6000\"\n\
              [state]\ndir = \"{}\"\n",
             dir.path().join("state").display()
         ),

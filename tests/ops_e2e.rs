@@ -27,7 +27,7 @@ fn config(broker: &Broker, prefix: &str, state: &Path, http_port: u16) -> String
     format!(
         "[[waba]]\nid = \"{}\"\nmarkup_percent = \"10\"\nfree_tier = 40\n\
          [kafka]\nbrokers = \"{}\"\nprefix = \"{prefix}\"\npartitions = 3\nbatch_max = 2000\nidle_flush_ms = 2000\n\
-         [kafka.properties]\n\"fetch.wait.max.ms\" = \"10\"\n\"statistics.interval.ms\" = \"1000\"\n\
+         [kafka.consumer_properties]\n\"fetch.wait.max.ms\" = \"10\"\n\"statistics.interval.ms\" = \"1000\"\n\
          [state]\ndir = \"{}\"\n[http]\naddr = \"127.0.0.1:{http_port}\"\n",
         sim::waba_id(0),
         broker.bootstrap(),

@@ -22,19 +22,37 @@ use crate::config::KafkaConfig;
 /// clients would just log them.
 const STATISTICS_INTERVAL: &str = "statistics.interval.ms";
 
+/// Which kind of client a configuration is for: each gets the shared pass-through
+/// properties plus its own, so a consumer-only setting never reaches a producer (where
+/// librdkafka would log a `CONFWARN` for it at every start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Admin and metadata clients: shared properties only.
+    Shared,
+    Consumer,
+    Producer,
+}
+
 /// Client settings every wabill client shares, then the user's pass-through properties
 /// (which win, so security settings and tuning reach librdkafka unchanged).
-pub fn base_config(k: &KafkaConfig) -> ClientConfig {
+pub fn base_config(k: &KafkaConfig, role: Role) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers);
     c.set("client.id", format!("{}-wabill", k.prefix));
     c.set("log_level", "4");
-    apply_properties(&mut c, k);
+    apply_properties(&mut c, k, role);
     c
 }
 
-fn apply_properties(c: &mut ClientConfig, k: &KafkaConfig) {
-    for (key, v) in &k.properties {
+/// The user's properties for `role`: `[kafka.properties]`, then the role's own table.
+/// Applied last by every constructor, so they override wabill's defaults.
+fn apply_properties(c: &mut ClientConfig, k: &KafkaConfig, role: Role) {
+    let own = match role {
+        Role::Shared => None,
+        Role::Consumer => Some(&k.consumer_properties),
+        Role::Producer => Some(&k.producer_properties),
+    };
+    for (key, v) in k.properties.iter().chain(own.into_iter().flatten()) {
         if key != STATISTICS_INTERVAL {
             c.set(key, v);
         }
@@ -89,21 +107,42 @@ pub struct OutRecord<'a> {
     pub headers: Option<OwnedHeaders>,
 }
 
+/// How long one delivery-report poll of `Out::flush` waits (librdkafka's poll runs to
+/// its timeout). Acks normally arrive within 1–15 ms, so 1 ms steps while they keep
+/// coming; once none has come for 50 ms (a broker that is gone, e.g. a SIGTERM while it
+/// is down) the steps grow to 100 ms instead of a thousand wake-ups a second until the
+/// flush deadline.
+fn poll_step(since_progress: Duration) -> Duration {
+    if since_progress < Duration::from_millis(50) {
+        Duration::from_millis(1)
+    } else {
+        (since_progress / 10).min(Duration::from_millis(100))
+    }
+}
+
+/// Every producer wabill makes: idempotent, acks from all replicas, lz4, Java's
+/// partitioner (so keys land where Kafka Streams would put them), then the user's
+/// shared and producer properties.
+pub fn producer_config(k: &KafkaConfig, transactional_id: Option<&str>) -> ClientConfig {
+    let mut c = base_config(k, Role::Producer);
+    c.set("enable.idempotence", "true");
+    c.set("acks", "all");
+    c.set("partitioner", "murmur2_random");
+    c.set("linger.ms", "5");
+    c.set("compression.type", "lz4");
+    c.set("queue.buffering.max.messages", "1000000");
+    c.set("queue.buffering.max.kbytes", "1048576");
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id);
+    }
+    apply_properties(&mut c, k, Role::Producer);
+    c
+}
+
 impl Out {
     pub fn new(k: &KafkaConfig, transactional_id: Option<&str>) -> Result<Out, KafkaRunError> {
         let deliveries = Arc::new(Deliveries::default());
-        let mut c = base_config(k);
-        c.set("enable.idempotence", "true");
-        c.set("acks", "all");
-        c.set("partitioner", "murmur2_random");
-        c.set("linger.ms", "5");
-        c.set("compression.type", "lz4");
-        c.set("queue.buffering.max.messages", "1000000");
-        c.set("queue.buffering.max.kbytes", "1048576");
-        if let Some(id) = transactional_id {
-            c.set("transactional.id", id);
-        }
-        apply_properties(&mut c, k);
+        let c = producer_config(k, transactional_id);
         let producer = c.create_with_context(TrackingContext(deliveries.clone()))?;
         Ok(Out { producer, deliveries })
     }
@@ -149,11 +188,20 @@ impl Out {
             Ok(()) | Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
             Err(e) => return Err(e.into()),
         }
-        while self.producer.in_flight_count() > 0 {
-            if Instant::now() >= deadline {
+        let mut in_flight = self.producer.in_flight_count();
+        let mut progress_at = Instant::now();
+        while in_flight > 0 {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut).into());
             }
-            self.producer.poll(Duration::from_millis(1));
+            let step = poll_step(now - progress_at).min(deadline - now);
+            self.producer.poll(step);
+            let left = self.producer.in_flight_count();
+            if left < in_flight {
+                progress_at = Instant::now();
+            }
+            in_flight = left;
         }
         self.take_delivery_errors()?;
         Ok(())
@@ -276,12 +324,24 @@ pub fn group_consumer(
     stage: &'static str,
     read_committed: bool,
 ) -> Result<GroupConsumer, KafkaRunError> {
-    let mut c = base_config(k);
+    Ok(
+        group_consumer_config(k, stage, read_committed).create_with_context(GroupContext {
+            stage,
+            events: Mutex::default(),
+        })?,
+    )
+}
+
+fn group_consumer_config(k: &KafkaConfig, stage: &'static str, read_committed: bool) -> ClientConfig {
+    let mut c = base_config(k, Role::Consumer);
     c.set("group.id", k.group(stage));
     // Consumer lag for /metrics comes from librdkafka's statistics.
     c.set(
         STATISTICS_INTERVAL,
-        k.properties.get(STATISTICS_INTERVAL).map_or("5000", String::as_str),
+        k.consumer_properties
+            .get(STATISTICS_INTERVAL)
+            .or_else(|| k.properties.get(STATISTICS_INTERVAL))
+            .map_or("5000", String::as_str),
     );
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
@@ -299,16 +359,13 @@ pub fn group_consumer(
             "read_uncommitted"
         },
     );
-    apply_properties(&mut c, k);
-    Ok(c.create_with_context(GroupContext {
-        stage,
-        events: Mutex::default(),
-    })?)
+    apply_properties(&mut c, k, Role::Consumer);
+    c
 }
 
 /// A consumer outside any group, for restoring changelogs by manual assignment.
 pub fn plain_consumer(k: &KafkaConfig, purpose: &str) -> Result<BaseConsumer, KafkaRunError> {
-    let mut c = base_config(k);
+    let mut c = base_config(k, Role::Consumer);
     // Exactly-once: a changelog holds aborted transactions; only committed state restores.
     if k.exactly_once() {
         c.set("isolation.level", "read_committed");
@@ -317,6 +374,78 @@ pub fn plain_consumer(k: &KafkaConfig, purpose: &str) -> Result<BaseConsumer, Ka
     c.set("enable.auto.commit", "false");
     c.set("enable.auto.offset.store", "false");
     c.set("auto.offset.reset", "earliest");
-    apply_properties(&mut c, k);
+    apply_properties(&mut c, k, Role::Consumer);
     Ok(c.create()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(toml_text: &str) -> KafkaConfig {
+        toml::from_str(toml_text).expect("test config parses")
+    }
+
+    #[test]
+    fn role_properties_reach_only_their_role() {
+        let k = kafka(
+            r#"
+            [properties]
+            "security.protocol" = "SASL_SSL"
+            "linger.ms" = "20"
+            [consumer_properties]
+            "fetch.wait.max.ms" = "10"
+            [producer_properties]
+            "linger.ms" = "50"
+            "#,
+        );
+        let producer = producer_config(&k, None);
+        assert_eq!(producer.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(producer.get("fetch.wait.max.ms"), None);
+        // The role's own table wins over the shared one and over wabill's default (5).
+        assert_eq!(producer.get("linger.ms"), Some("50"));
+
+        let consumer = base_config(&k, Role::Consumer);
+        assert_eq!(consumer.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(consumer.get("linger.ms"), Some("20"));
+
+        let admin = base_config(&k, Role::Shared);
+        assert_eq!(admin.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(admin.get("fetch.wait.max.ms"), None);
+    }
+
+    #[test]
+    fn flush_polls_fast_while_acks_come_and_backs_off_when_they_stop() {
+        let ms = Duration::from_millis;
+        assert_eq!(poll_step(ms(0)), ms(1));
+        assert_eq!(poll_step(ms(49)), ms(1));
+        assert!(poll_step(ms(200)) > ms(1));
+        assert_eq!(poll_step(ms(5_000)), ms(100));
+        // Never longer than the cap, and never shrinking as the stall goes on.
+        let mut last = Duration::ZERO;
+        for t in (0..10_000).step_by(7) {
+            let s = poll_step(ms(t));
+            assert!(s <= ms(100) && s >= last);
+            last = s;
+        }
+    }
+
+    #[test]
+    fn group_consumers_take_statistics_interval_from_either_table() {
+        let interval = |text: &str| {
+            group_consumer_config(&kafka(text), "windows", false)
+                .get(STATISTICS_INTERVAL)
+                .map(str::to_string)
+        };
+        assert_eq!(
+            interval("[properties]\n\"statistics.interval.ms\" = \"1000\"\n").as_deref(),
+            Some("1000")
+        );
+        assert_eq!(
+            interval("[consumer_properties]\n\"statistics.interval.ms\" = \"2000\"\n").as_deref(),
+            Some("2000")
+        );
+        assert_eq!(interval("").as_deref(), Some("5000"));
+    }
 }

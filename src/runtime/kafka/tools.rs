@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::clients::{base_config, Out, OutRecord};
+use super::clients::{base_config, Out, OutRecord, Role};
 use super::{classify, topics, KafkaRunError, Polled};
 use crate::codec::avro::decode_billed;
 use crate::config::Config;
@@ -80,7 +80,7 @@ pub fn read_billing(
 ) -> Result<Vec<ConversationBilled>, KafkaRunError> {
     let k = &config.kafka;
     let topic = k.billing_topic();
-    let mut c = base_config(k);
+    let mut c = base_config(k, Role::Consumer);
     c.set("group.id", format!("{}-statements", k.prefix));
     c.set("enable.auto.commit", "false");
     c.set("auto.offset.reset", "earliest");

@@ -7,7 +7,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::clients::base_config;
+use super::clients::{base_config, Role};
 use super::KafkaRunError;
 use crate::config::KafkaConfig;
 
@@ -20,7 +20,7 @@ pub struct TopicSpec {
 pub fn ensure(k: &KafkaConfig, specs: &[TopicSpec]) -> Result<(), KafkaRunError> {
     // Only missing topics are created: clusters that forbid CreateTopics to applications
     // work as long as the topics were made beforehand.
-    let probe: BaseConsumer = base_config(k).create()?;
+    let probe: BaseConsumer = base_config(k, Role::Shared).create()?;
     let md = retry(Duration::from_secs(60), || {
         probe.fetch_metadata(None, Duration::from_secs(10))
     })?;
@@ -34,7 +34,7 @@ pub fn ensure(k: &KafkaConfig, specs: &[TopicSpec]) -> Result<(), KafkaRunError>
     if missing.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = base_config(k).create()?;
+    let admin: AdminClient<DefaultClientContext> = base_config(k, Role::Shared).create()?;
     let new: Vec<NewTopic> = missing
         .iter()
         .map(|s| {
@@ -69,7 +69,7 @@ pub fn ensure(k: &KafkaConfig, specs: &[TopicSpec]) -> Result<(), KafkaRunError>
 
 /// Partition count of an existing topic (waits for metadata up to `timeout`).
 pub fn partitions(k: &KafkaConfig, topic: &str, timeout: Duration) -> Result<i32, KafkaRunError> {
-    let c: BaseConsumer = base_config(k).create()?;
+    let c: BaseConsumer = base_config(k, Role::Shared).create()?;
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let md = retry(Duration::from_secs(60), || {
