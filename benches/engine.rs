@@ -7,15 +7,16 @@
 //! Traffic: a generated month, ≥ 1 M events, 100 k users, 50 WABAs. Override the size
 //! with WABILL_BENCH_EVENTS for a quick run.
 //!
-//! (c) `state_floor`: not wabill's engine but a lower bound for any engine on this
-//!     machine. It runs the SPEC §3 state machine (`ScopeState`) and the 7-day dedupe over
-//!     the same events, already in application order, with the idealised state a
-//!     redesigned engine could hope for: message ids as precomputed 128-bit fingerprints
-//!     in one flat hash table, scopes as a dense array indexed by interned ids. No
-//!     reordering, no records, no ledger. It is how #2's 10 M events/s target was checked
-//!     against what the hardware allows.
+//! (c) `state_floor` and (d) `state_floor_full`: not wabill's engine but what a redesign
+//!     of it could reach on this machine. Both keep the windows state in the idealised
+//!     layout such a redesign would use (message ids as precomputed 128-bit fingerprints
+//!     in one flat table, scopes in a dense array by interned id) and decide with the
+//!     same SPEC §3 functions. (c) is that state alone, events pre-sorted, no output;
+//!     (d) puts it inside wabill's own reorder buffer, era check, conversation ids,
+//!     records and ledger. They are how #2's 10 M events/s target was checked against
+//!     what the hardware allows.
 //!
-//! `WABILL_BENCH_ONCE=engine` (or `replay`, `floor`, `floor_ids`) runs that workload exactly once instead of
+//! `WABILL_BENCH_ONCE=engine` (or `replay`, `floor`, `floor_full`) runs that workload exactly once instead of
 //! criterion, for instruction counts: `valgrind --tool=callgrind
 //! --toggle-collect='engine::run_*'` counts only the measured function.
 
@@ -27,12 +28,17 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
+use wabill::billing::era::EraCalendar;
+use wabill::billing::window::{DeliveryDecision, OpenConversation};
+use wabill::billing::Ts;
 use wabill::billing::{MarketMap, RateCard};
 use wabill::config::{Config, Profiles};
 use wabill::ingest::{MessageEvent, Normaliser};
 use wabill::pipeline::engine::{Engine, Setup};
+use wabill::pipeline::reorder::Admit;
 use wabill::sim::{self, SimConfig};
 use wabill::state::RocksBackend;
+use wabill::state::WriteSet;
 
 fn events_target() -> u64 {
     std::env::var("WABILL_BENCH_EVENTS")
@@ -136,11 +142,23 @@ struct FloorEvent {
     bit: u8,
     /// 0 inbound (1 = from an ad), 2 delivered/read, 3 other statuses.
     what: u8,
+    /// Application-order tie breaks (SPEC §3): inbound before statuses, lifecycle rank.
+    class: u8,
+    rank: u8,
+    /// Index of the source event (its strings, for records).
+    src: u32,
+}
+
+/// Strings a redesigned engine would keep out of the hot path and read only to write a
+/// record: per scope (business number, user) and per source event.
+struct FloorNames {
+    scopes: Vec<(String, String)>,
+    events: Vec<MessageEvent>,
 }
 
 /// Interns scopes, fingerprints message ids and sorts into application order (SPEC §3):
 /// all outside the measured region.
-fn floor_events(events: &[MessageEvent]) -> (Vec<FloorEvent>, Vec<(String, String)>) {
+fn floor_events(events: &[MessageEvent]) -> (Vec<FloorEvent>, FloorNames) {
     use std::hash::{Hash, Hasher};
     use wabill::ingest::{EventKind, Referral, StatusKind};
     let mut scopes = std::collections::HashMap::new();
@@ -152,9 +170,10 @@ fn floor_events(events: &[MessageEvent]) -> (Vec<FloorEvent>, Vec<(String, Strin
         (id, 0x5bd1e995u32).hash(&mut b);
         (u128::from(a.finish()) << 64) | u128::from(b.finish())
     };
-    let mut out: Vec<(FloorEvent, u8)> = events
+    let arrival: Vec<FloorEvent> = events
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
             let n = scopes.len() as u32;
             let scope = *scopes
                 .entry((e.phone_number_id.clone(), e.user.clone()))
@@ -170,76 +189,175 @@ fn floor_events(events: &[MessageEvent]) -> (Vec<FloorEvent>, Vec<(String, Strin
                 EventKind::Status { .. } => 3,
             };
             let class = u8::from(!matches!(e.kind, EventKind::Inbound { .. }));
-            let ev = FloorEvent {
+            FloorEvent {
                 ts: e.ts,
                 fp: fp(&e.message_id),
                 scope,
                 bit: e.kind.bit(),
                 what,
-            };
-            (ev, class * 8 + e.kind.rank())
+                class,
+                rank: e.kind.rank(),
+                src: i as u32,
+            }
         })
         .collect();
-    out.sort_by_key(|(e, order)| (e.ts, *order >> 3, e.fp, *order & 7));
-    (out.into_iter().map(|(e, _)| e).collect(), names)
+    let names = FloorNames {
+        scopes: names,
+        events: events.to_vec(),
+    };
+    (arrival, names)
 }
 
-/// (c): the floor. Returns conversations opened (it should equal (a)'s count: the same
-/// decisions, minus everything around them). With `ids`, each opened conversation also
-/// gets its SPEC §8 id, the least any output record needs.
-#[inline(never)]
-fn run_floor(
-    evs: &[FloorEvent],
-    names: &[(String, String)],
-    calendar: &wabill::billing::era::EraCalendar,
-    ids: bool,
-) -> usize {
-    use wabill::billing::window::{DeliveryDecision, ScopeState};
+/// The floor workload in application order (what the reorder buffer would release).
+fn sorted(arrival: &[FloorEvent]) -> Vec<FloorEvent> {
+    let mut v = arrival.to_vec();
+    v.sort_by_key(|e| (e.ts, e.class, e.fp, e.rank));
+    v
+}
+
+/// The windows stage's state with the idealised layout: fingerprint-keyed dedupe, scopes
+/// in a dense array. Decisions are SPEC §3's, through the same `ScopeState` functions.
+struct FloorState {
+    seen: hashbrown::HashMap<u128, (u8, Ts), rustc_hash::FxBuildHasher>,
+    scopes: Vec<wabill::billing::window::ScopeState>,
+}
+
+impl FloorState {
     const DELIVERY_APPLIED: u8 = 0x80;
-    const HORIZON: wabill::billing::Ts = 7 * 86_400;
-    let mut seen: hashbrown::HashMap<u128, (u8, wabill::billing::Ts), rustc_hash::FxBuildHasher> =
-        hashbrown::HashMap::default();
-    let mut scopes = vec![ScopeState::default(); names.len()];
-    let mut opened = 0;
-    let mut id_bytes = 0;
-    for (i, e) in evs.iter().enumerate() {
-        let slot = seen.entry(e.fp).or_insert((0, 0));
+    const HORIZON: Ts = 7 * 86_400;
+
+    fn new(n_scopes: usize) -> Self {
+        FloorState {
+            seen: hashbrown::HashMap::default(),
+            scopes: vec![Default::default(); n_scopes],
+        }
+    }
+
+    #[inline]
+    fn apply(&mut self, e: &FloorEvent, calendar: &EraCalendar) -> Option<OpenConversation> {
+        let slot = self.seen.entry(e.fp).or_insert((0, 0));
         if slot.1 <= e.ts {
             *slot = (0, 0);
         }
         if slot.0 & e.bit != 0 {
-            continue;
+            return None;
         }
         slot.0 |= e.bit;
-        slot.1 = slot.1.max(e.ts + HORIZON);
+        slot.1 = slot.1.max(e.ts + Self::HORIZON);
         match e.what {
             0 | 1 => {
-                let s = &mut scopes[e.scope as usize];
+                let s = &mut self.scopes[e.scope as usize];
                 *s = s.live_at(e.ts);
                 s.on_inbound(e.ts, e.what == 1);
+                None
             }
-            2 if slot.0 & DELIVERY_APPLIED == 0 => {
-                slot.0 |= DELIVERY_APPLIED;
-                let s = &mut scopes[e.scope as usize];
+            2 if slot.0 & Self::DELIVERY_APPLIED == 0 => {
+                slot.0 |= Self::DELIVERY_APPLIED;
+                let s = &mut self.scopes[e.scope as usize];
                 *s = s.live_at(e.ts);
-                if let DeliveryDecision::Opened(c) = s.on_delivery_2022(e.ts, calendar.fep_duration(e.ts)) {
-                    opened += 1;
-                    if ids {
-                        let (phone, user) = &names[e.scope as usize];
-                        id_bytes += wabill::billing::ids::conversation_id(phone, user, "", c.opened_at).len();
-                    }
+                match s.on_delivery_2022(e.ts, calendar.fep_duration(e.ts)) {
+                    DeliveryDecision::Opened(c) => Some(c),
+                    DeliveryDecision::Joined(_) => None,
                 }
             }
-            _ => {}
-        }
-        // Purge as the engine does (every 50 k events, two days' margin).
-        if i % 50_000 == 49_999 {
-            let before = e.ts - 2 * 86_400;
-            seen.retain(|_, v| v.1 >= before);
+            _ => None,
         }
     }
-    std::hint::black_box(id_bytes);
+
+    /// Drops dedupe entries that expired two days before `now` (as the engine's purge).
+    fn purge(&mut self, now: Ts) {
+        let before = now - 2 * 86_400;
+        self.seen.retain(|_, v| v.1 >= before);
+    }
+}
+
+/// (c) `state_floor`: the idealised state alone, events already in application order.
+/// Returns conversations opened (it should equal (a)'s count: the same decisions).
+#[inline(never)]
+fn run_floor(evs: &[FloorEvent], n_scopes: usize, calendar: &EraCalendar) -> usize {
+    let mut st = FloorState::new(n_scopes);
+    let mut opened = 0;
+    for (i, e) in evs.iter().enumerate() {
+        opened += usize::from(st.apply(e, calendar).is_some());
+        if i % 50_000 == 49_999 {
+            st.purge(e.ts);
+        }
+    }
     opened
+}
+
+/// (d) `state_floor_full`: the idealised state inside everything else the engine does,
+/// with wabill's own parts: events in arrival order through the reorder buffer (compact
+/// keys and items), the era check, conversation ids and records, and the real ledger
+/// (free tier, prices, months). What a redesign around interned ids could reach.
+#[inline(never)]
+fn run_floor_full(arrival: &[FloorEvent], names: &FloorNames, s: &Setup) -> usize {
+    use wabill::billing::policy::policy_for;
+    use wabill::pipeline::ledger::{LedgerOutput, LedgerStage};
+    use wabill::pipeline::reorder::ReorderBuffer;
+    use wabill::pipeline::ConversationOpened;
+    let calendar = EraCalendar::new(&chrono_tz::UTC);
+    let mut st = FloorState::new(names.scopes.len());
+    let mut reorder: ReorderBuffer<(Ts, u8, u128, u8), FloorEvent> = ReorderBuffer::new(s.lateness);
+    let mut ledger = LedgerStage::new(
+        s.profiles.clone(),
+        s.markets.clone(),
+        s.card.clone(),
+        s.lateness,
+        s.cache_entries,
+    );
+    ledger.memory_only();
+    let mut lout = LedgerOutput::default();
+    let mut billed = 0;
+    let mut since_purge = 0;
+    let apply = |e: &FloorEvent, late: bool, st: &mut FloorState, ledger: &mut LedgerStage, lout: &mut LedgerOutput| {
+        let Some(policy) = policy_for(calendar.era_at(e.ts).era.id) else {
+            return;
+        };
+        if let Some(c) = st.apply(e, &calendar) {
+            let (phone, user) = &names.scopes[e.scope as usize];
+            let src = &names.events[e.src as usize];
+            let opened = ConversationOpened {
+                conversation_id: wabill::billing::ids::conversation_id(phone, user, policy.category(), c.opened_at),
+                waba_id: src.waba_id.clone(),
+                phone_number_id: phone.clone(),
+                user: user.clone(),
+                era: policy.era(),
+                origin: c.origin,
+                opened_at: c.opened_at,
+                expires_at: c.expires_at,
+                opening_message_id: src.message_id.clone(),
+                country: src.country,
+                late,
+            };
+            ledger.push(None, opened, lout).unwrap();
+        }
+    };
+    for e in arrival {
+        match reorder.admit(e.ts, (e.ts, e.class, e.fp, e.rank), *e) {
+            Admit::Late(_, e) => apply(&e, true, &mut st, &mut ledger, &mut lout),
+            Admit::Buffered(_) => {}
+        }
+        while let Some((_, _, e)) = reorder.pop_ready(|k| k.0) {
+            apply(&e, false, &mut st, &mut ledger, &mut lout);
+        }
+        since_purge += 1;
+        if since_purge == 50_000 {
+            since_purge = 0;
+            st.purge(reorder.stream_time());
+            let purge = ledger.stream_time() - wabill::pipeline::ledger::LEDGER_RETENTION;
+            ledger.drain(&mut WriteSet::default(), purge, false);
+        }
+        if lout.billed.len() >= 4096 {
+            billed += lout.billed.len();
+            lout.billed.clear();
+        }
+    }
+    while let Some((_, _, e)) = reorder.pop_any() {
+        apply(&e, false, &mut st, &mut ledger, &mut lout);
+    }
+    ledger.flush(None, &mut lout).unwrap();
+    billed + lout.billed.len()
 }
 
 /// CPU time of the calling thread: less sensitive than wall time to whatever else the
@@ -266,12 +384,17 @@ fn bench(c: &mut Criterion) {
         let cpu_started = thread_cpu_secs();
         let n = match which.as_str() {
             "engine" => run_engine(&s, events),
-            "floor" | "floor_ids" => {
-                let (fev, names) = floor_events(&events);
-                let calendar = wabill::billing::era::EraCalendar::new(&chrono_tz::UTC);
+            "floor" | "floor_full" => {
+                let (arrival, names) = floor_events(&events);
+                let in_order = sorted(&arrival);
+                let calendar = EraCalendar::new(&chrono_tz::UTC);
                 let started = std::time::Instant::now();
                 let cpu_started = thread_cpu_secs();
-                let n = run_floor(&fev, &names, &calendar, which == "floor_ids");
+                let n = if which == "floor" {
+                    run_floor(&in_order, names.scopes.len(), &calendar)
+                } else {
+                    run_floor_full(&arrival, &names, &s)
+                };
                 let secs = started.elapsed().as_secs_f64();
                 let cpu = thread_cpu_secs() - cpu_started;
                 eprintln!(
@@ -280,10 +403,6 @@ fn bench(c: &mut Criterion) {
                     secs * 1e9 / n_events as f64
                 );
                 std::process::exit(0);
-            }
-            "replay" => {
-                let dir = tempfile::tempdir().unwrap();
-                run_replay(&s, &lines, dir.path())
             }
             other => panic!("WABILL_BENCH_ONCE={other}: expected engine or replay"),
         };
@@ -317,12 +436,13 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    let (fev, names) = floor_events(&events);
-    let calendar = wabill::billing::era::EraCalendar::new(&chrono_tz::UTC);
-    g.bench_function("state_floor", |b| b.iter(|| run_floor(&fev, &names, &calendar, false)));
-    g.bench_function("state_floor_with_ids", |b| {
-        b.iter(|| run_floor(&fev, &names, &calendar, true))
+    let (arrival, names) = floor_events(&events);
+    let in_order = sorted(&arrival);
+    let calendar = EraCalendar::new(&chrono_tz::UTC);
+    g.bench_function("state_floor", |b| {
+        b.iter(|| run_floor(&in_order, names.scopes.len(), &calendar))
     });
+    g.bench_function("state_floor_full", |b| b.iter(|| run_floor_full(&arrival, &names, &s)));
     g.finish();
 }
 
