@@ -299,13 +299,7 @@ fn run_floor_full(arrival: &[FloorEvent], names: &FloorNames, s: &Setup) -> usiz
     let calendar = EraCalendar::new(&chrono_tz::UTC);
     let mut st = FloorState::new(names.scopes.len());
     let mut reorder: ReorderBuffer<(Ts, u8, u128, u8), FloorEvent> = ReorderBuffer::new(s.lateness);
-    let mut ledger = LedgerStage::new(
-        s.profiles.clone(),
-        s.markets.clone(),
-        s.card.clone(),
-        s.lateness,
-        s.cache_entries,
-    );
+    let mut ledger = s.ledger_stage();
     ledger.memory_only();
     let mut lout = LedgerOutput::default();
     let mut billed = 0;

@@ -44,6 +44,28 @@ impl Setup {
             cache_entries: config.state_cache_entries,
         })
     }
+
+    /// A windows stage as configured: the replay engine and each Kafka windows task
+    /// build theirs here, so the two cannot drift apart.
+    pub fn windows_stage(&self) -> WindowsStage {
+        WindowsStage::new(
+            self.profiles.clone(),
+            self.lateness,
+            self.dedupe_horizon,
+            self.cache_entries,
+        )
+    }
+
+    /// A ledger stage as configured (see `windows_stage`).
+    pub fn ledger_stage(&self) -> LedgerStage {
+        LedgerStage::new(
+            self.profiles.clone(),
+            self.markets.clone(),
+            self.card.clone(),
+            self.lateness,
+            self.cache_entries,
+        )
+    }
 }
 
 pub struct Engine {
@@ -63,19 +85,8 @@ impl Engine {
     pub fn new(setup: &Setup, backend: Option<Box<dyn Backend>>) -> Self {
         let memory_only = backend.is_none();
         let mut e = Engine {
-            windows: WindowsStage::new(
-                setup.profiles.clone(),
-                setup.lateness,
-                setup.dedupe_horizon,
-                setup.cache_entries,
-            ),
-            ledger: LedgerStage::new(
-                setup.profiles.clone(),
-                setup.markets.clone(),
-                setup.card.clone(),
-                setup.lateness,
-                setup.cache_entries,
-            ),
+            windows: setup.windows_stage(),
+            ledger: setup.ledger_stage(),
             backend,
             wout: WindowsOutput::default(),
             lout: LedgerOutput::default(),

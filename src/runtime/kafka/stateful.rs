@@ -443,12 +443,7 @@ pub fn run_windows(
     let open = |p: i32| -> Result<Task<WindowsStage>, KafkaRunError> {
         let txn = task_producer(k, "windows", p)?;
         let (store, stats) = PartitionStore::open(k, &config.state.dir, "windows", &changelog, p)?;
-        let mut stage = WindowsStage::new(
-            setup.profiles.clone(),
-            setup.lateness,
-            setup.dedupe_horizon,
-            setup.cache_entries,
-        );
+        let mut stage = setup.windows_stage();
         stage.enable_persistence();
         if store.fresh {
             stage.assume_fresh_store();
@@ -706,13 +701,7 @@ pub fn run_ledger(
     let open = |p: i32| -> Result<Task<LedgerStage>, KafkaRunError> {
         let txn = task_producer(k, "ledger", p)?;
         let (store, stats) = PartitionStore::open(k, &config.state.dir, "ledger", &changelog, p)?;
-        let mut stage = LedgerStage::new(
-            setup.profiles.clone(),
-            setup.markets.clone(),
-            setup.card.clone(),
-            setup.lateness,
-            setup.cache_entries,
-        );
+        let mut stage = setup.ledger_stage();
         stage.enable_persistence();
         stage.advance_watermark(None, Ts::MIN, &mut LedgerOutput::default())?;
         if store.fresh {
