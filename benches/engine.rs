@@ -378,6 +378,10 @@ fn bench(c: &mut Criterion) {
         let cpu_started = thread_cpu_secs();
         let n = match which.as_str() {
             "engine" => run_engine(&s, events),
+            "replay" => {
+                let dir = tempfile::tempdir().unwrap();
+                run_replay(&s, &lines, dir.path())
+            }
             "floor" | "floor_full" => {
                 let (arrival, names) = floor_events(&events);
                 let in_order = sorted(&arrival);
@@ -398,7 +402,7 @@ fn bench(c: &mut Criterion) {
                 );
                 std::process::exit(0);
             }
-            other => panic!("WABILL_BENCH_ONCE={other}: expected engine or replay"),
+            other => panic!("WABILL_BENCH_ONCE={other}: expected engine, replay, floor or floor_full"),
         };
         let secs = started.elapsed().as_secs_f64();
         let cpu = thread_cpu_secs() - cpu_started;
