@@ -34,7 +34,7 @@ use wabill::billing::Ts;
 use wabill::billing::{MarketMap, RateCard};
 use wabill::config::{Config, Profiles};
 use wabill::ingest::{MessageEvent, Normaliser};
-use wabill::pipeline::engine::{Engine, Setup};
+use wabill::pipeline::engine::{Engine, Setup, PURGE_MARGIN};
 use wabill::pipeline::reorder::Admit;
 use wabill::sim::{self, SimConfig};
 use wabill::state::RocksBackend;
@@ -151,14 +151,14 @@ struct FloorEvent {
 
 /// Strings a redesigned engine would keep out of the hot path and read only to write a
 /// record: per scope (business number, user) and per source event.
-struct FloorNames {
+struct FloorNames<'a> {
     scopes: Vec<(String, String)>,
-    events: Vec<MessageEvent>,
+    events: &'a [MessageEvent],
 }
 
-/// Interns scopes, fingerprints message ids and sorts into application order (SPEC §3):
-/// all outside the measured region.
-fn floor_events(events: &[MessageEvent]) -> (Vec<FloorEvent>, FloorNames) {
+/// Interns scopes and fingerprints message ids, keeping arrival order (`sorted` gives
+/// application order): all outside the measured region.
+fn floor_events(events: &[MessageEvent]) -> (Vec<FloorEvent>, FloorNames<'_>) {
     use std::hash::{Hash, Hasher};
     use wabill::ingest::{EventKind, Referral, StatusKind};
     let mut scopes = std::collections::HashMap::new();
@@ -201,10 +201,7 @@ fn floor_events(events: &[MessageEvent]) -> (Vec<FloorEvent>, FloorNames) {
             }
         })
         .collect();
-    let names = FloorNames {
-        scopes: names,
-        events: events.to_vec(),
-    };
+    let names = FloorNames { scopes: names, events };
     (arrival, names)
 }
 
@@ -220,16 +217,18 @@ fn sorted(arrival: &[FloorEvent]) -> Vec<FloorEvent> {
 struct FloorState {
     seen: hashbrown::HashMap<u128, (u8, Ts), rustc_hash::FxBuildHasher>,
     scopes: Vec<wabill::billing::window::ScopeState>,
+    /// How long a message id is remembered (`Setup::dedupe_horizon`).
+    dedupe_horizon: Ts,
 }
 
 impl FloorState {
     const DELIVERY_APPLIED: u8 = 0x80;
-    const HORIZON: Ts = 7 * 86_400;
 
-    fn new(n_scopes: usize) -> Self {
+    fn new(n_scopes: usize, dedupe_horizon: Ts) -> Self {
         FloorState {
             seen: hashbrown::HashMap::default(),
             scopes: vec![Default::default(); n_scopes],
+            dedupe_horizon,
         }
     }
 
@@ -243,7 +242,7 @@ impl FloorState {
             return None;
         }
         slot.0 |= e.bit;
-        slot.1 = slot.1.max(e.ts + Self::HORIZON);
+        slot.1 = slot.1.max(e.ts.saturating_add(self.dedupe_horizon));
         match e.what {
             0 | 1 => {
                 let s = &mut self.scopes[e.scope as usize];
@@ -264,9 +263,10 @@ impl FloorState {
         }
     }
 
-    /// Drops dedupe entries that expired two days before `now` (as the engine's purge).
+    /// Drops dedupe entries that expired `PURGE_MARGIN` before `now`, as the engine's
+    /// checkpoint does.
     fn purge(&mut self, now: Ts) {
-        let before = now - 2 * 86_400;
+        let before = now.saturating_sub(PURGE_MARGIN);
         self.seen.retain(|_, v| v.1 >= before);
     }
 }
@@ -274,8 +274,8 @@ impl FloorState {
 /// (c) `state_floor`: the idealised state alone, events already in application order.
 /// Returns conversations opened (it should equal (a)'s count: the same decisions).
 #[inline(never)]
-fn run_floor(evs: &[FloorEvent], n_scopes: usize, calendar: &EraCalendar) -> usize {
-    let mut st = FloorState::new(n_scopes);
+fn run_floor(evs: &[FloorEvent], n_scopes: usize, calendar: &EraCalendar, s: &Setup) -> usize {
+    let mut st = FloorState::new(n_scopes, s.dedupe_horizon);
     let mut opened = 0;
     for (i, e) in evs.iter().enumerate() {
         opened += usize::from(st.apply(e, calendar).is_some());
@@ -297,7 +297,7 @@ fn run_floor_full(arrival: &[FloorEvent], names: &FloorNames, s: &Setup) -> usiz
     use wabill::pipeline::reorder::ReorderBuffer;
     use wabill::pipeline::ConversationOpened;
     let calendar = EraCalendar::new(&chrono_tz::UTC);
-    let mut st = FloorState::new(names.scopes.len());
+    let mut st = FloorState::new(names.scopes.len(), s.dedupe_horizon);
     let mut reorder: ReorderBuffer<(Ts, u8, u128, u8), FloorEvent> = ReorderBuffer::new(s.lateness);
     let mut ledger = s.ledger_stage();
     ledger.memory_only();
@@ -339,7 +339,9 @@ fn run_floor_full(arrival: &[FloorEvent], names: &FloorNames, s: &Setup) -> usiz
         if since_purge == 50_000 {
             since_purge = 0;
             st.purge(reorder.stream_time());
-            let purge = ledger.stream_time() - wabill::pipeline::ledger::LEDGER_RETENTION;
+            let purge = ledger
+                .stream_time()
+                .saturating_sub(wabill::pipeline::ledger::LEDGER_RETENTION);
             ledger.drain(&mut WriteSet::default(), purge, false);
         }
         if lout.billed.len() >= 4096 {
@@ -389,7 +391,7 @@ fn bench(c: &mut Criterion) {
                 let started = std::time::Instant::now();
                 let cpu_started = thread_cpu_secs();
                 let n = if which == "floor" {
-                    run_floor(&in_order, names.scopes.len(), &calendar)
+                    run_floor(&in_order, names.scopes.len(), &calendar, &s)
                 } else {
                     run_floor_full(&arrival, &names, &s)
                 };
@@ -438,7 +440,7 @@ fn bench(c: &mut Criterion) {
     let in_order = sorted(&arrival);
     let calendar = EraCalendar::new(&chrono_tz::UTC);
     g.bench_function("state_floor", |b| {
-        b.iter(|| run_floor(&in_order, names.scopes.len(), &calendar))
+        b.iter(|| run_floor(&in_order, names.scopes.len(), &calendar, &s))
     });
     g.bench_function("state_floor_full", |b| b.iter(|| run_floor_full(&arrival, &names, &s)));
     g.finish();
