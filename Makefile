@@ -16,14 +16,15 @@ OUT := $(WABILL_CACHE)/out
 
 all: build
 
-## deps: system packages the build needs (clang/libclang for rocksdb's bindgen)
+## deps: system packages the build needs (clang/libclang for rocksdb's bindgen).
+## Every target that compiles depends on it: idempotent, a few dpkg queries when present.
 deps:
 	@./scripts/install-deps.sh
 
-build:
+build: deps
 	$(CARGO) build
 
-release:
+release: deps
 	$(CARGO) build --release
 
 ## broker: install the Tansu broker the integration tests start (cached; ~11 min cold)
@@ -31,11 +32,11 @@ broker:
 	@./scripts/install-tansu.sh
 
 ## test: formatting, lints, then every test (unit, property, golden, real-broker integration)
-test: lint broker
+test: deps lint broker
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 
-lint:
+lint: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
@@ -57,10 +58,10 @@ demo-stop:
 	@./scripts/demo.sh stop
 
 ## bench: criterion benchmarks (full size: 1 M events; takes several minutes)
-bench:
+bench: deps
 	$(CARGO) bench --bench engine
 
-bench-quick:
+bench-quick: deps
 	WABILL_BENCH_EVENTS=100000 $(CARGO) bench --bench engine
 
 ## sample-data: regenerate the bundled sample file (deterministic)
