@@ -63,8 +63,8 @@ pub struct KafkaConfig {
     #[serde(default = "default_replication")]
     pub replication: i32,
     /// `effectively_once` (default; any broker) or `exactly_once` (Kafka transactions).
-    #[serde(default = "default_guarantee")]
-    pub processing_guarantee: String,
+    #[serde(default)]
+    pub processing_guarantee: ProcessingGuarantee,
     /// Most records applied per batch (one persist + commit per batch).
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
@@ -84,6 +84,46 @@ pub struct KafkaConfig {
     /// Passed to producers only, after `properties` (e.g. `"linger.ms"`).
     #[serde(default)]
     pub producer_properties: std::collections::BTreeMap<String, String>,
+}
+
+/// `[kafka] processing_guarantee`: an enum, so a typo fails at config load like any other
+/// config error instead of when `wabill run` starts its stages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    /// Any broker: idempotent outputs, state persisted after the outputs (README).
+    #[default]
+    EffectivelyOnce,
+    /// Kafka transactions (Apache Kafka or a broker with the full transaction protocol).
+    ExactlyOnce,
+}
+
+impl ProcessingGuarantee {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessingGuarantee::EffectivelyOnce => "effectively_once",
+            ProcessingGuarantee::ExactlyOnce => "exactly_once",
+        }
+    }
+}
+
+impl std::fmt::Display for ProcessingGuarantee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProcessingGuarantee {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "effectively_once" => Ok(ProcessingGuarantee::EffectivelyOnce),
+            "exactly_once" => Ok(ProcessingGuarantee::ExactlyOnce),
+            other => Err(format!(
+                "unknown processing_guarantee {other:?} (effectively_once or exactly_once)"
+            )),
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -136,7 +176,7 @@ impl KafkaConfig {
     }
     /// `processing_guarantee = "exactly_once"`: Kafka transactions (see README).
     pub fn exactly_once(&self) -> bool {
-        self.processing_guarantee == "exactly_once"
+        self.processing_guarantee == ProcessingGuarantee::ExactlyOnce
     }
     /// One transactional id per stage task (input partition): a restarted or moved task
     /// fences its predecessor's producer and aborts what it left open.
@@ -199,9 +239,6 @@ fn default_partitions() -> i32 {
 }
 fn default_replication() -> i32 {
     1
-}
-fn default_guarantee() -> String {
-    "effectively_once".into()
 }
 fn default_batch_max() -> usize {
     // Measured: 50 k records per batch gives 3.5x the throughput of 5 k (fewer flush
@@ -277,6 +314,8 @@ pub enum ConfigError {
     Duplicate(String),
     #[error("environment {key}={value:?} is not a number")]
     Env { key: String, value: String },
+    #[error("environment {key}: {reason}")]
+    EnvValue { key: String, reason: String },
     #[error("dedupe_horizon_secs must be at least 36 h (Meta retries for 36 h)")]
     HorizonTooShort,
 }
@@ -309,7 +348,10 @@ impl Config {
             self.kafka.partitions = num("WABILL_KAFKA_PARTITIONS", v)? as i32;
         }
         if let Some(v) = env("WABILL_PROCESSING_GUARANTEE") {
-            self.kafka.processing_guarantee = v;
+            self.kafka.processing_guarantee = v.parse().map_err(|reason| ConfigError::EnvValue {
+                key: "WABILL_PROCESSING_GUARANTEE".into(),
+                reason,
+            })?;
         }
         if let Some(v) = env("WABILL_STATE_DIR") {
             self.state.dir = v;
@@ -448,5 +490,38 @@ mod tests {
         );
         let c = Config::default();
         assert_eq!(c.allowed_lateness_secs, 120);
+    }
+
+    #[test]
+    fn processing_guarantee_is_checked_at_load() {
+        let c: Config = toml::from_str("[kafka]\nprocessing_guarantee = 'exactly_once'\n").unwrap();
+        assert_eq!(c.kafka.processing_guarantee, ProcessingGuarantee::ExactlyOnce);
+        assert!(c.kafka.exactly_once());
+        let c: Config = toml::from_str("[kafka]\nprocessing_guarantee = 'effectively_once'\n").unwrap();
+        assert!(!c.kafka.exactly_once());
+        assert!(!Config::default().kafka.exactly_once(), "default: effectively_once");
+
+        // A typo is a load error naming the key, through the same path as a file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wabill.toml");
+        std::fs::write(&path, "[kafka]\nprocessing_guarantee = \"exactly-once\"\n").unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert!(matches!(e, ConfigError::Toml { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("processing_guarantee"), "{text}");
+        assert!(
+            text.contains("exactly_once"),
+            "the message lists the valid values: {text}"
+        );
+
+        // The environment override is checked the same way.
+        let mut c = Config::default();
+        let e = c
+            .apply_env(|k| (k == "WABILL_PROCESSING_GUARANTEE").then(|| "exactlyonce".to_string()))
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::EnvValue { .. }), "{e:?}");
+        c.apply_env(|k| (k == "WABILL_PROCESSING_GUARANTEE").then(|| "exactly_once".to_string()))
+            .unwrap();
+        assert!(c.kafka.exactly_once());
     }
 }

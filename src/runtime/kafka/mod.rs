@@ -79,14 +79,6 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), KafkaRunError> {
     let k = &config.kafka;
-    match k.processing_guarantee.as_str() {
-        "effectively_once" | "exactly_once" => {}
-        other => {
-            return Err(KafkaRunError::Config(format!(
-                "unknown processing_guarantee {other:?} (effectively_once or exactly_once)"
-            )))
-        }
-    }
     let p = k.partitions;
     let mut specs = vec![
         // One partition: ingest reads partitions independently, so webhooks of one user
