@@ -236,9 +236,14 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.http.addr = a;
             }
             // First, so /healthz answers (and /readyz says why not ready) during start-up.
-            if !cfg.http.addr.is_empty() {
-                wabill::ops::http::serve(&cfg.http.addr)?;
-            }
+            let http = if cfg.http.addr.is_empty() {
+                None
+            } else {
+                Some(wabill::ops::http::start(
+                    &cfg.http.addr,
+                    wabill::ops::http::HttpOptions::default(),
+                )?)
+            };
             let setup = load_setup(&cfg, rates.as_deref(), markets.as_deref())?;
             if rates.is_none() {
                 tracing::warn!("no --rates given: pricing with the bundled SAMPLE rate card (not Meta's prices)");
@@ -251,7 +256,12 @@ fn run(cli: Cli) -> Result<()> {
             let shutdown = Arc::new(AtomicBool::new(false));
             spawn_signal_watcher(shutdown.clone())?;
             tracing::info!(brokers = %cfg.kafka.brokers, prefix = %cfg.kafka.prefix, state_dir = %cfg.state.dir, "wabill run starting");
-            wabill::runtime::kafka::run(&cfg, &setup, &stages, shutdown)?;
+            let result = wabill::runtime::kafka::run(&cfg, &setup, &stages, shutdown);
+            // Stages are done (or failed): finish in-flight scrapes, then stop serving.
+            if let Some(http) = http {
+                http.shutdown();
+            }
+            result?;
             tracing::info!("wabill run stopped cleanly");
             Ok(())
         }
