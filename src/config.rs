@@ -203,13 +203,56 @@ impl Default for StateConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchemaRegistryConfig {
     /// When set, schemas are registered and records use the Confluent wire format;
-    /// otherwise Avro single-object encoding.
+    /// otherwise Avro single-object encoding. `http://` or `https://`.
     #[serde(default)]
     pub url: Option<String>,
+    /// HTTP basic credentials as `key:secret` (Confluent's `basic.auth.user.info`).
+    /// `WABILL_SCHEMA_REGISTRY_BASIC_AUTH` overrides it, so the secret can stay out of
+    /// files.
+    #[serde(default)]
+    pub basic_auth_user_info: Option<Secret>,
+    /// PEM file of the CA certificate(s) that sign the registry's certificate (a private
+    /// CA). When set, only these are trusted; otherwise the bundled Mozilla roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Register the schemas at start-up (default). `false` only looks them up, for
+    /// credentials without write access (Confluent's `auto.register.schemas=false`).
+    #[serde(default = "default_true")]
+    pub auto_register: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for SchemaRegistryConfig {
+    fn default() -> Self {
+        toml::from_str("").unwrap_or_else(|_| unreachable!("empty schema_registry config parses"))
+    }
+}
+
+/// A configuration value that must not appear in logs or `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -358,6 +401,12 @@ impl Config {
         }
         if let Some(v) = env("WABILL_SCHEMA_REGISTRY_URL") {
             self.schema_registry.url = Some(v);
+        }
+        if let Some(v) = env("WABILL_SCHEMA_REGISTRY_BASIC_AUTH") {
+            self.schema_registry.basic_auth_user_info = Some(Secret::new(v));
+        }
+        if let Some(v) = env("WABILL_SCHEMA_REGISTRY_CA_FILE") {
+            self.schema_registry.ca_file = Some(v.into());
         }
         if let Some(v) = env("WABILL_HTTP_ADDR") {
             self.http.addr = v;
@@ -523,5 +572,31 @@ mod tests {
         c.apply_env(|k| (k == "WABILL_PROCESSING_GUARANTEE").then(|| "exactly_once".to_string()))
             .unwrap();
         assert!(c.kafka.exactly_once());
+    }
+
+    #[test]
+    fn registry_credentials_from_file_or_environment() {
+        let mut c: Config = toml::from_str(
+            "[schema_registry]\nurl = 'https://r:8081'\nbasic_auth_user_info = 'key:file-secret'\nca_file = '/etc/ca.pem'\n",
+        )
+        .unwrap();
+        let auth = c.schema_registry.basic_auth_user_info.clone().unwrap();
+        assert_eq!(auth.expose(), "key:file-secret");
+        assert!(
+            !format!("{c:?}").contains("file-secret"),
+            "Debug must not print the secret"
+        );
+        c.apply_env(|k| (k == "WABILL_SCHEMA_REGISTRY_BASIC_AUTH").then(|| "key:env-secret".to_string()))
+            .unwrap();
+        let auth = c.schema_registry.basic_auth_user_info.clone().unwrap();
+        assert_eq!(auth.expose(), "key:env-secret", "the environment wins");
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "WABILL_SCHEMA_REGISTRY_BASIC_AUTH").then(|| "k:s".to_string()))
+            .unwrap();
+        assert_eq!(
+            c.schema_registry.basic_auth_user_info.unwrap().expose(),
+            "k:s",
+            "or fills in"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The Avro layer (src/codec/avro.rs, src/codec/registry.rs): round trips, a cross-check
 //! against apache-avro in both directions, fingerprints, bad input, and the schema
-//! registry client against a tiny HTTP server.
+//! registry client against a tiny HTTP server (HTTPS, credentials: tests/registry_tls.rs).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -912,24 +912,29 @@ fn registry_error_carries_the_message() {
     let e = registry::register(&url, "wabill.events-value", schema_text(RecordKind::MessageEvent)).unwrap_err();
     server.join().unwrap();
     assert!(matches!(e, RegistryError::Http { status: 409, .. }), "{e:?}");
+    assert_eq!(e.status(), Some(409));
     let text = e.to_string();
-    assert!(text.contains("409"), "{text}");
+    assert!(text.contains("HTTP 409"), "{text}");
+    assert!(text.contains("\"wabill.events-value\""), "names the subject: {text}");
     assert!(text.contains("Schema being registered is incompatible"), "{text}");
 }
 
 #[test]
 fn registry_bad_urls_and_dead_servers() {
-    let e = registry::register("https://registry:8081", "s", "\"string\"").unwrap_err();
-    assert!(matches!(e, RegistryError::Https { .. }));
-    assert!(e.to_string().contains("TLS-terminating proxy"), "{e}");
+    let e = registry::register("ftp://registry:8081", "s", "\"string\"").unwrap_err();
+    assert!(matches!(e, RegistryError::BadUrl { .. }), "{e:?}");
+    assert!(e.to_string().contains("https://host:port"), "{e}");
 
     // Nothing listens: a connection error, quickly.
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let e = registry::register(&format!("http://127.0.0.1:{port}"), "s", "\"string\"").unwrap_err();
-    assert!(matches!(e, RegistryError::Io { .. }), "{e:?}");
+    let t0 = std::time::Instant::now();
+    let e = registry::register(&format!("http://127.0.0.1:{port}"), "s-value", "\"string\"").unwrap_err();
+    assert!(matches!(e, RegistryError::Transport { .. }), "{e:?}");
+    assert!(e.to_string().contains("\"s-value\""), "names the subject: {e}");
+    assert!(t0.elapsed() < registry::TIMEOUT, "{:?}", t0.elapsed());
 
     // A 2xx without an id.
     let (url, server) = one_shot_server(http_response("200 OK", r#"{"version":1}"#));

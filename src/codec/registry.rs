@@ -1,46 +1,92 @@
-//! A minimal Confluent Schema Registry client: registers a schema and returns its id, for
-//! the Confluent wire format (`00` + 4-byte big-endian id + Avro body).
+//! A Confluent Schema Registry client: registers (or looks up) a schema and returns its
+//! id, for the Confluent wire format (`00` + 4-byte big-endian id + Avro body).
 //!
-//! Blocking, plain HTTP/1.1 over `std::net::TcpStream`, no extra crates: it runs once per
-//! topic at start-up, not on the hot path. Only `http://host[:port][/base]` URLs are
-//! supported; put a TLS-terminating proxy (e.g. a sidecar) in front of an HTTPS registry.
-//! Subjects follow the TopicNameStrategy: `{topic}-value`.
+//! Blocking (`ureq`): it runs once per topic at start-up, not on the hot path. Managed
+//! registries need HTTPS and credentials, so: `http://` and `https://` URLs (rustls with
+//! ring and the bundled Mozilla roots, or only the CAs of `ca_file` when one is given),
+//! HTTP basic auth from Confluent's `key:secret` user info, proxies from the usual
+//! `HTTPS_PROXY`/`NO_PROXY` environment. Every error names the operation, the subject
+//! and, for an answer, the HTTP status. Subjects follow the TopicNameStrategy:
+//! `{topic}-value`.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use thiserror::Error;
+use ureq::tls::{PemItem, RootCerts, TlsConfig};
 
-/// Connect, read and write timeout of every request.
+/// Timeout of every request (connect, TLS, send, answer).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response body read (a registry answer is a few hundred bytes).
-const MAX_BODY: usize = 1 << 20;
+const MAX_BODY: u64 = 1 << 20;
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+const ACCEPT: &str = "application/vnd.schemaregistry.v1+json, application/json";
+
+/// What the client was doing, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `POST /subjects/{subject}/versions`
+    Register,
+    /// `POST /subjects/{subject}`
+    Lookup,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::Register => "registering the schema of subject",
+            Operation::Lookup => "looking up the schema of subject",
+        })
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum RegistryError {
-    #[error("schema registry URL {url:?}: https is not supported by the built-in client; point it at a TLS-terminating proxy with an http:// URL")]
-    Https { url: String },
     #[error("schema registry URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
-    #[error("schema registry {addr}: {what}: {source}")]
-    Io {
-        addr: String,
-        what: &'static str,
+    #[error("schema registry ca_file {}: {reason}", path.display())]
+    CaFile { path: PathBuf, reason: String },
+    #[error("schema registry basic_auth_user_info: {reason}")]
+    Credentials { reason: String },
+    #[error("schema registry {url}: {operation} {subject:?}: {source}")]
+    Transport {
+        url: String,
+        operation: Operation,
+        subject: String,
         #[source]
-        source: io::Error,
+        source: Box<ureq::Error>,
     },
-    #[error("schema registry answered HTTP {status} to POST {path}: {message}")]
+    #[error("schema registry {url} answered HTTP {status} when {operation} {subject:?}: {message}{hint}")]
     Http {
+        url: String,
+        operation: Operation,
+        subject: String,
         status: u16,
-        path: String,
         /// The `message` of a Confluent error body, or the whole body.
         message: String,
         body: String,
+        /// A pointer to the setting to check (credentials for 401/403), or empty.
+        hint: &'static str,
     },
-    #[error("schema registry at {addr} sent an unreadable response: {reason}")]
-    BadResponse { addr: String, reason: String },
+    #[error("schema registry {url} sent an unreadable answer when {operation} {subject:?}: {reason}")]
+    BadResponse {
+        url: String,
+        operation: Operation,
+        subject: String,
+        reason: String,
+    },
+}
+
+impl RegistryError {
+    /// The HTTP status of a registry answer, when the error is one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
 }
 
 /// The subject of a topic's record values under the TopicNameStrategy.
@@ -48,243 +94,228 @@ pub fn value_subject(topic: &str) -> String {
     format!("{topic}-value")
 }
 
-/// Registers `schema_json` (an Avro schema as JSON text) under `subject` and returns its
-/// registry id. Registering a schema the subject already has returns the existing id; an
-/// incompatible schema is refused by the registry (HTTP 409), which comes back as
-/// [`RegistryError::Http`] with the registry's message.
+/// Registers `schema_json` under `subject` at `url` with no credentials and the default
+/// roots. See [`RegistryClient::register`].
 pub fn register(url: &str, subject: &str, schema_json: &str) -> Result<u32, RegistryError> {
-    let target = Target::parse(url)?;
-    let path = format!(
-        "{}/subjects/{}/versions",
-        target.base_path,
-        encode_path_segment(subject)
-    );
-    let body = serde_json::json!({ "schema": schema_json }).to_string();
-    let (status, resp) = target.post(&path, &body)?;
-    if !(200..300).contains(&status) {
-        let message = serde_json::from_str::<serde_json::Value>(&resp)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
-            .unwrap_or_else(|| resp.clone());
-        return Err(RegistryError::Http {
-            status,
-            path,
-            message,
-            body: resp,
-        });
+    RegistryClient::new(url, &RegistryAuth::default())?.register(subject, schema_json)
+}
+
+/// Credentials and trust for a registry.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryAuth {
+    /// `key:secret` (Confluent's `basic.auth.user.info`), sent as HTTP basic auth.
+    pub basic_auth_user_info: Option<crate::config::Secret>,
+    /// PEM file with the CA certificate(s) to trust instead of the bundled roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RegistryAuth {
+    pub fn from_config(c: &crate::config::SchemaRegistryConfig) -> RegistryAuth {
+        RegistryAuth {
+            basic_auth_user_info: c.basic_auth_user_info.clone(),
+            ca_file: c.ca_file.clone(),
+        }
     }
-    let bad = |reason: String| RegistryError::BadResponse {
-        addr: target.host_header.clone(),
-        reason,
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&resp).map_err(|e| bad(format!("body is not JSON ({e}): {resp:?}")))?;
-    v.get("id")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|id| u32::try_from(id).ok())
-        .ok_or_else(|| bad(format!("no numeric \"id\" in {resp:?}")))
 }
 
-struct Target {
-    /// `host:port` to connect to.
-    addr: String,
-    /// Value of the `Host` header.
-    host_header: String,
-    /// Path prefix without a trailing `/` (empty for the root).
-    base_path: String,
+/// A client for one registry (connections are pooled across calls).
+pub struct RegistryClient {
+    /// `scheme://authority[/base]`, without a trailing `/`.
+    base: String,
+    agent: ureq::Agent,
+    /// `Basic …` header value.
+    authorization: Option<String>,
 }
 
-impl Target {
-    fn parse(url: &str) -> Result<Target, RegistryError> {
-        let bad = |reason: &str| RegistryError::BadUrl {
-            url: url.to_string(),
-            reason: reason.to_string(),
-        };
-        let lower = url.to_ascii_lowercase();
-        if lower.starts_with("https://") {
-            return Err(RegistryError::Https { url: url.to_string() });
-        }
-        if !lower.starts_with("http://") {
-            return Err(bad("expected http://host:port"));
-        }
-        let rest = &url["http://".len()..];
-        let (authority, path) = match rest.find(['/', '?', '#']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if path.contains(['?', '#']) {
-            return Err(bad("a query or fragment is not supported"));
-        }
-        if authority.contains('@') {
-            return Err(bad("credentials in the URL are not supported"));
-        }
-        if authority.is_empty() {
-            return Err(bad("no host"));
-        }
-        // host, [v6]:port, host:port
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let end = v6.find(']').ok_or_else(|| bad("unclosed '[' in host"))?;
-            let after = &v6[end + 1..];
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(bad("junk after ']'")),
-            };
-            (&authority[..end + 2], port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("base", &self.base)
+            .field("authorization", &self.authorization.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl RegistryClient {
+    pub fn new(url: &str, auth: &RegistryAuth) -> Result<RegistryClient, RegistryError> {
+        let base = base_url(url)?;
+        let authorization = match &auth.basic_auth_user_info {
+            None => None,
+            Some(info) => {
+                let info = info.expose();
+                if info.is_empty() {
+                    None
+                } else if !info.contains(':') {
+                    return Err(RegistryError::Credentials {
+                        reason: "expected key:secret".into(),
+                    });
+                } else {
+                    Some(format!("Basic {}", STANDARD.encode(info)))
+                }
             }
         };
-        let port: u16 = match port {
-            Some(p) => p.parse().map_err(|_| bad("bad port"))?,
-            None => 80,
-        };
-        if host.is_empty() || host == "[]" {
-            return Err(bad("no host"));
+        let mut tls = TlsConfig::builder();
+        if let Some(path) = &auth.ca_file {
+            tls = tls.root_certs(load_ca_file(path)?);
         }
-        Ok(Target {
-            addr: format!("{host}:{port}"),
-            host_header: authority.to_string(),
-            base_path: path.trim_end_matches('/').to_string(),
+        let config = ureq::Agent::config_builder()
+            .tls_config(tls.build())
+            .timeout_global(Some(TIMEOUT))
+            // 4xx/5xx answers are read here, for their status and message.
+            .http_status_as_error(false)
+            .build();
+        Ok(RegistryClient {
+            base,
+            agent: config.into(),
+            authorization,
         })
     }
 
-    fn io(&self, what: &'static str) -> impl FnOnce(io::Error) -> RegistryError + '_ {
-        move |source| RegistryError::Io {
-            addr: self.addr.clone(),
-            what,
-            source,
+    /// The registry's base URL as used for requests.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// Registers `schema_json` (an Avro schema as JSON text) under `subject` and returns
+    /// its registry id. Registering a schema the subject already has returns the
+    /// existing id; an incompatible schema is refused by the registry (HTTP 409), which
+    /// comes back as [`RegistryError::Http`] with the registry's message.
+    pub fn register(&self, subject: &str, schema_json: &str) -> Result<u32, RegistryError> {
+        let path = format!("/subjects/{}/versions", encode_path_segment(subject));
+        self.post_for_id(Operation::Register, subject, &path, schema_json)
+    }
+
+    /// The id of `schema_json` if `subject` already has it (no write permission needed);
+    /// a subject or schema the registry does not know is HTTP 404.
+    pub fn lookup(&self, subject: &str, schema_json: &str) -> Result<u32, RegistryError> {
+        let path = format!("/subjects/{}", encode_path_segment(subject));
+        self.post_for_id(Operation::Lookup, subject, &path, schema_json)
+    }
+
+    fn post_for_id(
+        &self,
+        operation: Operation,
+        subject: &str,
+        path: &str,
+        schema_json: &str,
+    ) -> Result<u32, RegistryError> {
+        let url = format!("{}{path}", self.base);
+        let body = serde_json::json!({ "schema": schema_json }).to_string();
+        let mut request = self
+            .agent
+            .post(&url)
+            .header("Content-Type", CONTENT_TYPE)
+            .header("Accept", ACCEPT)
+            .header("User-Agent", concat!("wabill/", env!("CARGO_PKG_VERSION")));
+        if let Some(a) = &self.authorization {
+            request = request.header("Authorization", a);
         }
-    }
-
-    fn connect(&self) -> Result<TcpStream, RegistryError> {
-        let addrs = self.addr.to_socket_addrs().map_err(self.io("resolve"))?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, TIMEOUT) {
-                Ok(s) => return Ok(s),
-                Err(e) => last = e,
-            }
+        let transport = |source: ureq::Error| RegistryError::Transport {
+            url: self.base.clone(),
+            operation,
+            subject: subject.to_string(),
+            source: Box::new(source),
+        };
+        let mut response = request.send(body.as_str()).map_err(transport)?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .map_err(transport)?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                .unwrap_or_else(|| text.clone());
+            let hint = match status {
+                401 | 403 => " (check schema_registry.basic_auth_user_info or WABILL_SCHEMA_REGISTRY_BASIC_AUTH)",
+                _ => "",
+            };
+            return Err(RegistryError::Http {
+                url: self.base.clone(),
+                operation,
+                subject: subject.to_string(),
+                status,
+                message,
+                body: text,
+                hint,
+            });
         }
-        Err((self.io("connect"))(last))
-    }
-
-    /// One `POST` with `Connection: close`; returns (status, body).
-    fn post(&self, path: &str, body: &str) -> Result<(u16, String), RegistryError> {
-        let stream = self.connect()?;
-        stream.set_read_timeout(Some(TIMEOUT)).map_err(self.io("set timeout"))?;
-        stream
-            .set_write_timeout(Some(TIMEOUT))
-            .map_err(self.io("set timeout"))?;
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {CONTENT_TYPE}\r\nAccept: {CONTENT_TYPE}, application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: wabill/{}\r\n\r\n",
-            self.host_header,
-            body.len(),
-            env!("CARGO_PKG_VERSION"),
-        );
-        let mut w = &stream;
-        w.write_all(request.as_bytes())
-            .and_then(|()| w.write_all(body.as_bytes()))
-            .and_then(|()| w.flush())
-            .map_err(self.io("send request"))?;
-        let mut r = BufReader::new(&stream);
-        self.read_response(&mut r)
-    }
-
-    fn read_response(&self, r: &mut impl BufRead) -> Result<(u16, String), RegistryError> {
         let bad = |reason: String| RegistryError::BadResponse {
-            addr: self.addr.clone(),
+            url: self.base.clone(),
+            operation,
+            subject: subject.to_string(),
             reason,
         };
-        // Skip any 1xx interim responses.
-        let (status, headers) = loop {
-            let status_line = read_line(r).map_err(self.io("read response"))?;
-            let mut parts = status_line.splitn(3, ' ');
-            let version = parts.next().unwrap_or_default();
-            if !version.starts_with("HTTP/1.") {
-                return Err(bad(format!("not an HTTP/1.x status line: {status_line:?}")));
-            }
-            let status: u16 = parts
-                .next()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-            let mut headers = Vec::new();
-            loop {
-                let line = read_line(r).map_err(self.io("read response headers"))?;
-                if line.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = line.split_once(':') {
-                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-                }
-                if headers.len() > 200 {
-                    return Err(bad("too many headers".into()));
-                }
-            }
-            if !(100..200).contains(&status) {
-                break (status, headers);
-            }
-        };
-        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let chunked = header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                let size_line = read_line(r).map_err(self.io("read chunk"))?;
-                let hex = size_line.split(';').next().unwrap_or_default().trim();
-                let size = usize::from_str_radix(hex, 16).map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
-                if size == 0 {
-                    break;
-                }
-                if body.len() + size > MAX_BODY {
-                    return Err(bad("response body too large".into()));
-                }
-                let start = body.len();
-                body.resize(start + size, 0);
-                r.read_exact(&mut body[start..]).map_err(self.io("read chunk"))?;
-                read_line(r).map_err(self.io("read chunk"))?;
-            }
-        } else if let Some(len) = header("content-length") {
-            let len: usize = len.parse().map_err(|_| bad(format!("bad Content-Length {len:?}")))?;
-            if len > MAX_BODY {
-                return Err(bad("response body too large".into()));
-            }
-            body.resize(len, 0);
-            r.read_exact(&mut body).map_err(self.io("read body"))?;
-        } else {
-            r.take(MAX_BODY as u64 + 1)
-                .read_to_end(&mut body)
-                .map_err(self.io("read body"))?;
-            if body.len() > MAX_BODY {
-                return Err(bad("response body too large".into()));
-            }
-        }
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("body is not JSON ({e}): {text:?}")))?;
+        v.get("id")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| bad(format!("no numeric \"id\" in {text:?}")))
     }
 }
 
-/// One CRLF- (or LF-) terminated line, at most 8 KiB, without its terminator.
-fn read_line(r: &mut impl BufRead) -> io::Result<String> {
-    let mut buf = Vec::new();
-    let n = r.take(8192).read_until(b'\n', &mut buf)?;
-    if n == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed before the end of the response",
+/// Checks `url` and returns `scheme://authority[/base]` without a trailing `/`.
+fn base_url(url: &str) -> Result<String, RegistryError> {
+    let bad = |reason: &str| RegistryError::BadUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let uri: ureq::http::Uri = url.trim().parse().map_err(|_| bad("not a URL"))?;
+    let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("http") => "http",
+        Some("https") => "https",
+        _ => return Err(bad("expected http://host:port or https://host:port")),
+    };
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad(
+            "credentials in the URL are not supported; use schema_registry.basic_auth_user_info",
         ));
     }
-    if buf.last() != Some(&b'\n') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "response line too long or cut short",
-        ));
+    if authority.host().is_empty() || authority.host() == "[]" {
+        return Err(bad("no host"));
     }
-    while matches!(buf.last(), Some(b'\n' | b'\r')) {
-        buf.pop();
+    // The URI parser accepts any port text; the connector would not.
+    let after_host = authority
+        .as_str()
+        .rsplit_once(']')
+        .map_or(authority.as_str(), |(_, rest)| rest);
+    if let Some((_, port)) = after_host.rsplit_once(':') {
+        if port.parse::<u16>().is_err() {
+            return Err(bad("bad port"));
+        }
     }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+    if uri.query().is_some() || url.contains('#') {
+        return Err(bad("a query or fragment is not supported"));
+    }
+    Ok(format!(
+        "{scheme}://{}{}",
+        authority.as_str(),
+        uri.path().trim_end_matches('/')
+    ))
+}
+
+fn load_ca_file(path: &Path) -> Result<RootCerts, RegistryError> {
+    let bad = |reason: String| RegistryError::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item.map_err(|e| bad(format!("not PEM: {e}")))? {
+            PemItem::Certificate(c) => certs.push(c),
+            _ => return Err(bad("holds something other than certificates".into())),
+        }
+    }
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate in the file".into()));
+    }
+    Ok(RootCerts::new_with_certs(&certs))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
@@ -303,30 +334,28 @@ fn encode_path_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     #[test]
     fn urls() {
-        let t = Target::parse("http://localhost:8081").unwrap();
+        assert_eq!(base_url("http://localhost:8081").unwrap(), "http://localhost:8081");
+        assert_eq!(base_url("HTTP://registry/api/v1/").unwrap(), "http://registry/api/v1");
+        assert_eq!(base_url("https://[::1]:8081").unwrap(), "https://[::1]:8081");
         assert_eq!(
-            (t.addr.as_str(), t.host_header.as_str(), t.base_path.as_str()),
-            ("localhost:8081", "localhost:8081", "")
+            base_url("https://psrc-xyz.eu-west-1.aws.confluent.cloud").unwrap(),
+            "https://psrc-xyz.eu-west-1.aws.confluent.cloud"
         );
-        let t = Target::parse("HTTP://registry/api/v1/").unwrap();
-        assert_eq!((t.addr.as_str(), t.base_path.as_str()), ("registry:80", "/api/v1"));
-        let t = Target::parse("http://[::1]:8081").unwrap();
-        assert_eq!(t.addr, "[::1]:8081");
-        let e = Target::parse("https://registry:8081").err().unwrap();
-        assert!(e.to_string().contains("TLS-terminating proxy"), "{e}");
         for bad in [
             "registry:8081",
+            "ftp://h:1",
             "http://",
-            "http://:8081",
             "http://h:port",
             "http://u:p@h:1",
             "http://h:1/?x",
+            "http://h:1/#x",
             "http://[::1",
         ] {
-            assert!(matches!(Target::parse(bad), Err(RegistryError::BadUrl { .. })), "{bad}");
+            assert!(matches!(base_url(bad), Err(RegistryError::BadUrl { .. })), "{bad}");
         }
     }
 
@@ -337,18 +366,38 @@ mod tests {
     }
 
     #[test]
-    fn parses_responses() {
-        let t = Target::parse("http://h:1").unwrap();
-        let mut r: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{\"id\":3}";
-        assert_eq!(t.read_response(&mut r).unwrap(), (200, "{\"id\":3}".into()));
-        let mut r: &[u8] =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"id\r\n4;x=y\r\n\":9}\r\n0\r\n\r\n";
-        assert_eq!(t.read_response(&mut r).unwrap(), (200, "{\"id\":9}".into()));
-        let mut r: &[u8] = b"HTTP/1.0 409 Conflict\n\n{\"message\":\"no\"}";
-        assert_eq!(t.read_response(&mut r).unwrap(), (409, "{\"message\":\"no\"}".into()));
-        let mut r: &[u8] = b"SSH-2.0\r\n";
-        assert!(t.read_response(&mut r).is_err());
-        let mut r: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}";
-        assert!(t.read_response(&mut r).is_err());
+    fn credentials_and_ca_files_are_checked_up_front() {
+        let auth = |s: &str| RegistryAuth {
+            basic_auth_user_info: Some(Secret::new(s)),
+            ca_file: None,
+        };
+        let c = RegistryClient::new("https://r", &auth("key:se:cret")).unwrap();
+        // RFC 7617: base64 of the whole user info, split at the first ':' by the server.
+        assert_eq!(c.authorization.as_deref(), Some("Basic a2V5OnNlOmNyZXQ="));
+        assert!(!format!("{c:?}").contains("a2V5"), "Debug shows no credentials");
+        let e = RegistryClient::new("https://r", &auth("no-colon")).unwrap_err();
+        assert!(matches!(e, RegistryError::Credentials { .. }), "{e:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let missing = RegistryAuth {
+            basic_auth_user_info: None,
+            ca_file: Some(dir.path().join("nope.pem")),
+        };
+        let e = RegistryClient::new("https://r", &missing).unwrap_err();
+        assert!(
+            matches!(e, RegistryError::CaFile { .. }) && e.to_string().contains("nope.pem"),
+            "{e}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = RegistryClient::new(
+            "https://r",
+            &RegistryAuth {
+                basic_auth_user_info: None,
+                ca_file: Some(empty),
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
     }
 }

@@ -213,11 +213,18 @@ impl Framings {
                 dead_letter: Framing::SingleObject,
             });
         };
+        let sr = &config.schema_registry;
+        let client = registry::RegistryClient::new(url, &registry::RegistryAuth::from_config(sr))
+            .map_err(|e| KafkaRunError::Config(e.to_string()))?;
         let reg = |topic: String, kind: RecordKind| -> Result<Framing, KafkaRunError> {
             let subject = registry::value_subject(&topic);
-            let id = registry::register(url, &subject, kind.schema_text())
-                .map_err(|e| KafkaRunError::Config(format!("schema registry {url}, subject {subject}: {e}")))?;
-            tracing::info!(%subject, id, "schema registered");
+            let id = if sr.auto_register {
+                client.register(&subject, kind.schema_text())
+            } else {
+                client.lookup(&subject, kind.schema_text())
+            }
+            .map_err(|e| KafkaRunError::Config(e.to_string()))?;
+            tracing::info!(%subject, id, registered = sr.auto_register, "schema id resolved");
             Ok(Framing::Confluent { schema_id: id })
         };
         Ok(Framings {
