@@ -9,6 +9,8 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug/wabill
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/wabill
 SAMPLE := data/sample/webhooks-2022-03.jsonl
+# Two fortnights across the category-era switches (2023-06-01, 2024-11-01), with send-log records.
+SAMPLE_ERAS := data/sample/webhooks-2023-2024.jsonl
 SAMPLE_CONFIG := data/sample/wabill.toml
 OUT := $(WABILL_CACHE)/out
 
@@ -46,7 +48,7 @@ fmt:
 ## run: replay the bundled sample month and print the month statements
 run: build
 	@mkdir -p $(OUT)
-	$(BIN) replay --input $(SAMPLE) --config $(SAMPLE_CONFIG) \
+	$(BIN) replay --input $(SAMPLE) --input $(SAMPLE_ERAS) --config $(SAMPLE_CONFIG) \
 	  --output $(OUT)/sample-billing.jsonl --dead-letter $(OUT)/sample-dead-letter.jsonl --summary
 	@echo "records: $(OUT)/sample-billing.jsonl"
 
@@ -64,10 +66,14 @@ bench: deps
 bench-quick: deps
 	WABILL_BENCH_EVENTS=100000 $(CARGO) bench --bench engine
 
-## sample-data: regenerate the bundled sample file (deterministic)
+## sample-data: regenerate the bundled sample files (deterministic)
 sample-data: build
 	$(BIN) gen --events 24000 --users 3000 --wabas 4 --first-waba-share 0.55 --seed 2022 \
 	  --start 2022-03-01 --days 31 --output $(SAMPLE)
+	{ $(BIN) gen --events 6000 --users 1200 --wabas 4 --first-waba-share 0.55 --seed 2023 \
+	    --start 2023-05-25 --days 14 && \
+	  $(BIN) gen --events 6000 --users 1200 --wabas 4 --first-waba-share 0.55 --seed 2024 \
+	    --start 2024-10-25 --days 14; } > $(SAMPLE_ERAS)
 
 clean:
 	rm -rf $(OUT)

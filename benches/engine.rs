@@ -2,7 +2,9 @@
 //!
 //! (a) `engine_in_memory`: the pure engine (windows + ledger) on already-normalised
 //!     events with the in-memory store.
-//! (b) `replay_path`: parse Meta JSON, normalise, engine with the RocksDB-backed store.
+//! (b) `replay_path`: parse Meta JSON, normalise, engine with the RocksDB-backed store;
+//!     `replay_path_rocksdb_cbp2023` the same on a generated `cbp-2023` month (categories,
+//!     send-log records, Meta's category pricing objects).
 //!
 //! Traffic: a generated month, ≥ 1 M events, 100 k users, 50 WABAs. Override the size
 //! with WABILL_BENCH_EVENTS for a quick run.
@@ -11,12 +13,12 @@
 //!     of it could reach on this machine. Both keep the windows state in the idealised
 //!     layout such a redesign would use (message ids as precomputed 128-bit fingerprints
 //!     in one flat table, scopes in a dense array by interned id) and decide with the
-//!     same SPEC §3 functions. (c) is that state alone, events pre-sorted, no output;
+//!     same docs/billing-rules.md §3 functions. (c) is that state alone, events pre-sorted, no output;
 //!     (d) puts it inside wabill's own reorder buffer, era check, conversation ids,
 //!     records and ledger. They are how #2's 10 M events/s target was checked against
 //!     what the hardware allows.
 //!
-//! `WABILL_BENCH_ONCE=engine` (or `replay`, `floor`, `floor_full`) runs that workload exactly once instead of
+//! `WABILL_BENCH_ONCE=engine` (or `replay`, `replay_cbp2023`, `floor`, `floor_full`) runs that workload exactly once instead of
 //! criterion, for instruction counts: `valgrind --tool=callgrind
 //! --toggle-collect='engine::run_*'` counts only the measured function.
 
@@ -29,6 +31,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use wabill::billing::era::EraCalendar;
+use wabill::billing::policy::{Cbp2022, Delivery, EraPolicy};
 use wabill::billing::window::{DeliveryDecision, OpenConversation};
 use wabill::billing::Ts;
 use wabill::billing::{MarketMap, RateCard};
@@ -49,6 +52,19 @@ fn events_target() -> u64 {
 
 fn month_lines() -> Vec<String> {
     let cfg = SimConfig::benchmark_month(events_target());
+    let mut lines = Vec::new();
+    sim::generate(&cfg, |l| lines.push(l.to_string()));
+    lines
+}
+
+/// The same month in `cbp-2023` (July 2023): categories, send-log records (about one per
+/// business message, as extra lines) and Meta's category pricing objects.
+fn month_lines_cbp2023() -> Vec<String> {
+    let cfg = SimConfig {
+        start: 1_688_169_600, // 2023-07-01T00:00:00Z
+        send_log: true,
+        ..SimConfig::benchmark_month(events_target())
+    };
     let mut lines = Vec::new();
     sim::generate(&cfg, |l| lines.push(l.to_string()));
     lines
@@ -142,7 +158,7 @@ struct FloorEvent {
     bit: u8,
     /// 0 inbound (1 = from an ad), 2 delivered/read, 3 other statuses.
     what: u8,
-    /// Application-order tie breaks (SPEC §3): inbound before statuses, lifecycle rank.
+    /// Application-order tie breaks (docs/billing-rules.md §3): inbound before statuses, lifecycle rank.
     class: u8,
     rank: u8,
     /// Index of the source event (its strings, for records).
@@ -186,7 +202,7 @@ fn floor_events(events: &[MessageEvent]) -> (Vec<FloorEvent>, FloorNames<'_>) {
                 EventKind::Status {
                     status: StatusKind::Delivered | StatusKind::Read,
                 } => 2,
-                EventKind::Status { .. } => 3,
+                EventKind::Status { .. } | EventKind::SendLog => 3,
             };
             let class = u8::from(!matches!(e.kind, EventKind::Inbound { .. }));
             FloorEvent {
@@ -213,7 +229,7 @@ fn sorted(arrival: &[FloorEvent]) -> Vec<FloorEvent> {
 }
 
 /// The windows stage's state with the idealised layout: fingerprint-keyed dedupe, scopes
-/// in a dense array. Decisions are SPEC §3's, through the same `ScopeState` functions.
+/// in a dense array. Decisions are docs/billing-rules.md §3's, through the same `ScopeState` functions.
 struct FloorState {
     seen: hashbrown::HashMap<u128, (u8, Ts), rustc_hash::FxBuildHasher>,
     scopes: Vec<wabill::billing::window::ScopeState>,
@@ -254,9 +270,16 @@ impl FloorState {
                 slot.0 |= Self::DELIVERY_APPLIED;
                 let s = &mut self.scopes[e.scope as usize];
                 *s = s.live_at(e.ts);
-                match s.on_delivery_2022(e.ts, calendar.fep_duration(e.ts)) {
+                let no = || false;
+                let delivery = Delivery {
+                    d: e.ts,
+                    kind: None,
+                    calendar,
+                    auth_international: &no,
+                };
+                match Cbp2022.on_delivery(s, &delivery) {
                     DeliveryDecision::Opened(c) => Some(c),
-                    DeliveryDecision::Joined(_) => None,
+                    DeliveryDecision::Joined(_) | DeliveryDecision::NeedsKind => None,
                 }
             }
             _ => None,
@@ -312,19 +335,24 @@ fn run_floor_full(arrival: &[FloorEvent], names: &FloorNames, s: &Setup) -> usiz
             let (phone, user) = &names.scopes[e.scope as usize];
             let src = &names.events[e.src as usize];
             let opened = ConversationOpened {
-                conversation_id: wabill::billing::ids::conversation_id(phone, user, policy.category(), c.opened_at),
+                conversation_id: wabill::billing::ids::conversation_id(
+                    phone,
+                    user,
+                    policy.id_category(c.origin),
+                    c.opened_at,
+                ),
                 waba_id: src.waba_id.clone(),
                 phone_number_id: phone.clone(),
                 user: user.clone(),
                 era: policy.era(),
                 origin: c.origin,
                 opened_at: c.opened_at,
-                expires_at: c.expires_at,
+                expires_at: c.expires_at(),
                 opening_message_id: src.message_id.clone(),
                 country: src.country,
                 late,
             };
-            ledger.push(None, opened, lout).unwrap();
+            ledger.push(None, opened, u64::from(e.src), lout).unwrap();
         }
     };
     for e in arrival {
@@ -384,6 +412,22 @@ fn bench(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 run_replay(&s, &lines, dir.path())
             }
+            "replay_cbp2023" => {
+                let lines = month_lines_cbp2023();
+                eprintln!(
+                    "cbp-2023 traffic: {} lines, {} events",
+                    lines.len(),
+                    normalise(&lines).len()
+                );
+                let dir = tempfile::tempdir().unwrap();
+                let started = std::time::Instant::now();
+                let n = run_replay(&s, &lines, dir.path());
+                eprintln!(
+                    "replay_cbp2023: {n} conversations, {:.3} s",
+                    started.elapsed().as_secs_f64()
+                );
+                std::process::exit(0);
+            }
             "floor" | "floor_full" => {
                 let (arrival, names) = floor_events(&events);
                 let in_order = sorted(&arrival);
@@ -435,6 +479,23 @@ fn bench(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+
+    // The cbp-2023 month: its own element count (send-log records are events too).
+    let lines_2023 = month_lines_cbp2023();
+    let n_2023 = normalise(&lines_2023).len() as u64;
+    eprintln!("cbp-2023 bench traffic: {} lines, {} events", lines_2023.len(), n_2023);
+    g.throughput(Throughput::Elements(n_2023));
+    g.bench_function("replay_path_rocksdb_cbp2023", |b| {
+        b.iter_batched(
+            || tempfile::tempdir().unwrap(),
+            |dir| {
+                run_replay(&s, &lines_2023, dir.path());
+                dir
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.throughput(Throughput::Elements(n_events));
 
     let (arrival, names) = floor_events(&events);
     let in_order = sorted(&arrival);

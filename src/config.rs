@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::billing::{EraCalendar, RateCard};
+use crate::billing::{Country, EraCalendar, RateCard};
 use crate::ingest::OnPremises;
 
 pub const DEFAULT_LATENESS_SECS: u64 = 120;
@@ -318,6 +318,14 @@ pub struct WabaConfig {
     pub free_tier: Option<u32>,
     #[serde(default)]
     pub currency: Option<String>,
+    /// First WABA-local day on which authentication templates to users abroad open
+    /// `authentication_international` conversations (SPEC §4 rule 3), `YYYY-MM-DD`.
+    #[serde(default)]
+    pub auth_international_from: Option<String>,
+    /// Countries (ISO 3166 alpha-2) whose users never get authentication-international
+    /// rates from this WABA: its own country.
+    #[serde(default)]
+    pub auth_international_exclude: Vec<String>,
 }
 
 /// Payloads without the Cloud API envelope carry no WABA or number: they come from here.
@@ -361,6 +369,10 @@ pub enum ConfigError {
     EnvValue { key: String, reason: String },
     #[error("dedupe_horizon_secs must be at least 36 h (Meta retries for 36 h)")]
     HorizonTooShort,
+    #[error("waba {id}: auth_international_from {value:?} is not a date (YYYY-MM-DD)")]
+    AuthInternationalFrom { id: String, value: String },
+    #[error("waba {id}: auth_international_exclude entry {value:?} is not an ISO 3166 alpha-2 country code")]
+    AuthInternationalExclude { id: String, value: String },
 }
 
 impl Config {
@@ -458,6 +470,28 @@ impl Config {
                     currency,
                 });
             }
+            let auth_international_from = match &w.auth_international_from {
+                None => None,
+                Some(v) => Some(crate::billing::time::local_midnight(
+                    &tz,
+                    chrono::NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d").map_err(|_| {
+                        ConfigError::AuthInternationalFrom {
+                            id: w.id.clone(),
+                            value: v.clone(),
+                        }
+                    })?,
+                )),
+            };
+            let auth_international_exclude = w
+                .auth_international_exclude
+                .iter()
+                .map(|c| {
+                    Country::new(&c.trim().to_ascii_uppercase()).ok_or_else(|| ConfigError::AuthInternationalExclude {
+                        id: w.id.clone(),
+                        value: c.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let p = WabaProfile {
                 id: w.id.clone(),
                 time_zone: tz,
@@ -465,6 +499,8 @@ impl Config {
                 markup_percent: markup,
                 free_tier: w.free_tier.unwrap_or(DEFAULT_FREE_TIER),
                 currency,
+                auth_international_from,
+                auth_international_exclude,
             };
             if by_id.insert(w.id.clone(), Arc::new(p)).is_some() {
                 return Err(ConfigError::Duplicate(w.id.clone()));
@@ -486,9 +522,20 @@ pub struct WabaProfile {
     pub markup_percent: Decimal,
     pub free_tier: u32,
     pub currency: String,
+    /// SPEC §4 rule 3: the instant (WABA-local midnight) from which authentication
+    /// templates to users abroad bill as international; `None`: never.
+    pub auth_international_from: Option<crate::billing::Ts>,
+    pub auth_international_exclude: Vec<Country>,
 }
 
 impl WabaProfile {
+    /// The WABA's part of SPEC §4 rule 3 at `ts` for a user of `country` (the rate card's
+    /// part is asked by the caller).
+    pub fn auth_international_applies(&self, ts: crate::billing::Ts, country: Country) -> bool {
+        self.auth_international_from.is_some_and(|from| ts >= from)
+            && !self.auth_international_exclude.contains(&country)
+    }
+
     pub fn default_for(id: &str) -> Self {
         WabaProfile {
             id: id.to_string(),
@@ -497,6 +544,8 @@ impl WabaProfile {
             markup_percent: Decimal::ZERO,
             free_tier: DEFAULT_FREE_TIER,
             currency: DEFAULT_CURRENCY.into(),
+            auth_international_from: None,
+            auth_international_exclude: Vec::new(),
         }
     }
 }
@@ -539,6 +588,33 @@ mod tests {
         );
         let c = Config::default();
         assert_eq!(c.allowed_lateness_secs, 120);
+        let c: Config = toml::from_str("[[waba]]\nid='1'\nauth_international_from='2024-02-30'\n").unwrap();
+        assert!(matches!(
+            c.profiles(&card),
+            Err(ConfigError::AuthInternationalFrom { .. })
+        ));
+        let c: Config = toml::from_str("[[waba]]\nid='1'\nauth_international_exclude=['India']\n").unwrap();
+        assert!(matches!(
+            c.profiles(&card),
+            Err(ConfigError::AuthInternationalExclude { .. })
+        ));
+    }
+
+    #[test]
+    fn auth_international_starts_at_local_midnight_and_excludes() {
+        let card = RateCard::bundled_sample().unwrap();
+        let c: Config = toml::from_str(
+            "[[waba]]\nid='1'\ntime_zone='Asia/Kolkata'\nauth_international_from='2024-06-01'\nauth_international_exclude=['in']\n",
+        )
+        .unwrap();
+        let p = c.profiles(&card).unwrap();
+        let w = p.get("1");
+        // 2024-06-01 00:00 in Kolkata (UTC+5:30) is 2024-05-31T18:30:00Z = 1 717 180 200.
+        let br = Country::new("BR").unwrap();
+        assert!(!w.auth_international_applies(1_717_180_199, br));
+        assert!(w.auth_international_applies(1_717_180_200, br));
+        assert!(!w.auth_international_applies(1_717_180_200, Country::new("IN").unwrap()));
+        assert!(!p.get("other").auth_international_applies(1_717_180_200, br));
     }
 
     #[test]

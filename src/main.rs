@@ -146,10 +146,21 @@ enum Command {
         /// Share of users that belong to the first WABA.
         #[arg(long, default_value_t = 0.4)]
         first_waba_share: f64,
+        /// Send-log records and Meta's category pricing objects (needed from 2023-06-01):
+        /// `auto` turns them on when the period reaches 2023-06-01.
+        #[arg(long, value_enum, default_value = "auto")]
+        send_log: SendLogMode,
         /// Output file; `-` for stdout.
         #[arg(long, default_value = "-")]
         output: String,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SendLogMode {
+    Auto,
+    On,
+    Off,
 }
 
 fn main() {
@@ -353,6 +364,7 @@ fn run(cli: Cli) -> Result<()> {
             start,
             days,
             first_waba_share,
+            send_log,
             output,
         } => {
             let start_date = chrono::NaiveDate::parse_from_str(&start, "%Y-%m-%d")
@@ -370,6 +382,11 @@ fn run(cli: Cli) -> Result<()> {
                 start: start_ts,
                 days,
                 first_waba_share,
+                send_log: match send_log {
+                    SendLogMode::On => true,
+                    SendLogMode::Off => false,
+                    SendLogMode::Auto => start_ts + days * 86_400 > sim::CATEGORY_ERAS_FROM,
+                },
                 ..SimConfig::default()
             };
             let out: Box<dyn Write> = if output == "-" {

@@ -51,6 +51,10 @@ pub struct SimConfig {
     pub max_disorder_secs: i64,
     /// Share of traffic that goes to the first WABA (to push it past its free tier).
     pub first_waba_share: f64,
+    /// Emit the BSP's send-log records and Meta's category `pricing` objects (the category
+    /// eras need a message's kind, docs/billing-rules.md §6). Off: the 2022 traffic of earlier versions,
+    /// byte for byte.
+    pub send_log: bool,
 }
 
 impl Default for SimConfig {
@@ -65,8 +69,52 @@ impl Default for SimConfig {
             duplicate_rate: 0.01,
             max_disorder_secs: 60,
             first_waba_share: 0.4,
+            send_log: false,
         }
     }
+}
+
+/// First instant of `cbp-2023` in UTC: Meta's `pricing.category` names a category from
+/// then on (the generator's WABAs are all in UTC unless configured otherwise; a WABA in
+/// another zone sees a few hours of 2022 spellings after its own switch, which the
+/// pricing fallback treats as "unknown", exactly as for real traffic).
+pub const CATEGORY_ERAS_FROM: Ts = 1_685_577_600;
+
+/// What a simulated business message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SimKind {
+    NonTemplate,
+    Marketing,
+    Utility,
+    Authentication,
+}
+
+impl SimKind {
+    fn category(self) -> &'static str {
+        match self {
+            SimKind::NonTemplate => "service",
+            SimKind::Marketing => "marketing",
+            SimKind::Utility => "utility",
+            SimKind::Authentication => "authentication",
+        }
+    }
+    fn template(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            SimKind::NonTemplate => None,
+            SimKind::Marketing => Some(("spring_sale", "MARKETING")),
+            SimKind::Utility => Some(("order_update", "UTILITY")),
+            SimKind::Authentication => Some(("login_code", "AUTHENTICATION")),
+        }
+    }
+}
+
+/// Where a simulated message's kind can be read: its send-log record, Meta's pricing
+/// category on its statuses, both, or neither (then a delivery that needs it is a dead
+/// letter).
+#[derive(Debug, Clone, Copy)]
+struct KindInfo {
+    kind: SimKind,
+    priced: bool,
 }
 
 impl SimConfig {
@@ -143,8 +191,19 @@ fn user_number(rng: &mut Rng, i: u64) -> String {
 
 #[derive(Debug, Clone)]
 enum Item {
-    Inbound { id: String, referral_ad: Option<bool> },
-    Status { id: String, status: &'static str },
+    Inbound {
+        id: String,
+        referral_ad: Option<bool>,
+    },
+    Status {
+        id: String,
+        status: &'static str,
+        kind: Option<KindInfo>,
+    },
+    SendLog {
+        id: String,
+        kind: SimKind,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -190,7 +249,8 @@ pub fn generate(cfg: &SimConfig, mut write: impl FnMut(&str)) {
                 item,
             })
         };
-        if rng.chance(0.6) {
+        let user_wrote = rng.chance(0.6);
+        if user_wrote {
             // The user writes first (sometimes from an ad or a boosted post).
             let referral = if rng.chance(0.06) { Some(rng.chance(0.8)) } else { None };
             for k in 0..=rng.below(2) {
@@ -208,16 +268,45 @@ pub fn generate(cfg: &SimConfig, mut write: impl FnMut(&str)) {
         }
         for _ in 0..=rng.below(3) {
             let id = next_id(&mut rng);
+            // Only with send_log on: no extra draws otherwise, so 2022 traffic keeps its bytes.
+            let kind = cfg.send_log.then(|| {
+                let kind = if user_wrote && rng.chance(0.75) {
+                    SimKind::NonTemplate
+                } else {
+                    match rng.below(20) {
+                        0..=8 => SimKind::Marketing,
+                        9..=16 => SimKind::Utility,
+                        _ => SimKind::Authentication,
+                    }
+                };
+                // Most messages are in the send log; of the rest most carry Meta's
+                // category; a few carry neither.
+                let logged = rng.chance(0.9);
+                let priced = logged || rng.chance(0.9);
+                if logged {
+                    push(&mut evs, t, Item::SendLog { id: id.clone(), kind });
+                }
+                KindInfo { kind, priced }
+            });
             push(
                 &mut evs,
                 t,
                 Item::Status {
                     id: id.clone(),
                     status: "sent",
+                    kind,
                 },
             );
             if rng.chance(0.02) {
-                push(&mut evs, t + rng.range(1, 30), Item::Status { id, status: "failed" });
+                push(
+                    &mut evs,
+                    t + rng.range(1, 30),
+                    Item::Status {
+                        id,
+                        status: "failed",
+                        kind,
+                    },
+                );
             } else {
                 let d = t + rng.range(1, 20);
                 let read_only = rng.chance(0.03);
@@ -228,11 +317,20 @@ pub fn generate(cfg: &SimConfig, mut write: impl FnMut(&str)) {
                         Item::Status {
                             id: id.clone(),
                             status: "delivered",
+                            kind,
                         },
                     );
                 }
                 if read_only || rng.chance(0.6) {
-                    push(&mut evs, d + rng.range(0, 7200), Item::Status { id, status: "read" });
+                    push(
+                        &mut evs,
+                        d + rng.range(0, 7200),
+                        Item::Status {
+                            id,
+                            status: "read",
+                            kind,
+                        },
+                    );
                 }
             }
             t += rng.range(30, 4 * 3600);
@@ -263,11 +361,48 @@ pub fn generate(cfg: &SimConfig, mut write: impl FnMut(&str)) {
             batch.push(keyed[i + batch.len()].1);
         }
         i += batch.len();
+        // Send-log records are the BSP's own lines, one per message, not Meta payloads.
+        let (logs, hooks): (Vec<usize>, Vec<usize>) = batch
+            .iter()
+            .partition(|&&k| matches!(evs[k].item, Item::SendLog { .. }));
+        for k in logs {
+            line.clear();
+            send_log_line(&mut line, &evs[k], &users);
+            write(&line);
+        }
+        if hooks.is_empty() {
+            continue;
+        }
         line.clear();
-        payload(&mut line, &evs, &batch, &users);
+        payload(&mut line, &evs, &hooks, &users);
         write(&line);
         if rng.chance(cfg.duplicate_rate) {
             write(&line);
+        }
+    }
+}
+
+fn send_log_line(out: &mut String, e: &Ev, users: &[(String, u64, u64)]) {
+    let Item::SendLog { id, kind } = &e.item else {
+        return;
+    };
+    let pnid = phone_number_id(e.waba, e.phone);
+    let _ = write!(
+        out,
+        r#"{{"object":"send_log","message_id":"{}","waba_id":"{}","phone_number_id":"{}","to":"{}","timestamp":"{}","template":"#,
+        id,
+        waba_id(e.waba),
+        pnid,
+        users[e.user as usize].0,
+        e.ts
+    );
+    match kind.template() {
+        None => out.push_str("null}"),
+        Some((name, category)) => {
+            let _ = write!(
+                out,
+                r#"{{"name":"{name}","language":"en_US","category":"{category}"}}}}"#
+            );
         }
     }
 }
@@ -333,7 +468,7 @@ fn payload(out: &mut String, evs: &[Ev], batch: &[usize], users: &[(String, u64,
     if !statuses.is_empty() {
         out.push_str(r#","statuses":["#);
         for (k, e) in statuses.iter().enumerate() {
-            let Item::Status { id, status } = &e.item else {
+            let Item::Status { id, status, kind } = &e.item else {
                 continue;
             };
             let wa = &users[e.user as usize].0;
@@ -347,6 +482,21 @@ fn payload(out: &mut String, evs: &[Ev], batch: &[usize], users: &[(String, u64,
             );
             if *status == "failed" {
                 out.push_str(r#","errors":[{"code":131049,"title":"This message was not delivered to maintain healthy ecosystem engagement."}]"#);
+            } else if let Some(k) = kind.filter(|_| e.ts >= CATEGORY_ERAS_FROM && *status != "read") {
+                // Category eras: Meta's pricing category (here the message's own category;
+                // for a free-form message inside a template conversation Meta names the
+                // conversation's, which joins the same conversation, docs/billing-rules.md §9).
+                let cat = k.kind.category();
+                let (origin, category) = if k.priced {
+                    (cat, format!(r#","category":"{cat}""#))
+                } else {
+                    (cat, String::new())
+                };
+                let _ = write!(
+                    out,
+                    r#","conversation":{{"id":"{:032x}","origin":{{"type":"{origin}"}}}},"pricing":{{"billable":true,"pricing_model":"CBP"{category}}}"#,
+                    (e.user as u128) * 0x1F1F_1F1F + e.ts as u128 / 86_400,
+                );
             } else if *status != "read" {
                 let _ = write!(
                     out,

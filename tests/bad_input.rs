@@ -1,4 +1,4 @@
-//! Bad input (SPEC §7, §9): a record that cannot be parsed, or an event that cannot be
+//! Bad input (docs/billing-rules.md §6, §9): a record that cannot be parsed, or an event that cannot be
 //! billed, goes to the dead-letter output with the original text, the source position
 //! and a reason; processing continues; nothing is dropped silently; nothing panics.
 //!
@@ -26,8 +26,8 @@ const S0: &str = "entry[0].changes[0].value.statuses[0]";
 const M0: &str = "entry[0].changes[0].value.messages[0]";
 const S0_PTR: &str = "/entry/0/changes/0/value/statuses/0";
 const M0_PTR: &str = "/entry/0/changes/0/value/messages/0";
-/// 2023-07-01T00:00:00Z: inside `cbp-2023`, which has no policy yet.
-const CBP_2023_DAY: i64 = 1_688_169_600;
+/// 2025-08-01T00:00:00Z: inside `pmp-2025-07`, which has no policy yet.
+const PMP_DAY: i64 = 1_754_006_400;
 const ON_PREMISES_CONFIG: &str = "[on_premises]\nwaba_id = \"1\"\nphone_number_id = \"2\"\n";
 
 // ---------------------------------------------------------------------------------------
@@ -659,18 +659,18 @@ fn ten_megabyte_line_is_dead_lettered_and_the_next_line_is_billed() {
 fn event_in_an_unsupported_era_is_dead_lettered_not_billed() {
     let mut lines = good_lines();
     // Last in the file, so its timestamp cannot make the good events late.
-    lines.push(status("16505550301", "wamid.era2023", "delivered", CBP_2023_DAY));
+    lines.push(status("16505550301", "wamid.era2025", "delivered", PMP_DAY));
     let b = replay_lines(&lines, NO_CONFIG);
     assert_dead(
         &b,
         &lines,
         vec![engine_err(
             lines.len() as u64,
-            &["era not supported yet", "cbp-2023"],
-            "wamid.era2023",
+            &["era not supported yet", "pmp-2025-07"],
+            "wamid.era2025",
         )],
     );
-    assert!(!b.records.iter().any(|r| r["opening_message_id"] == "wamid.era2023"));
+    assert!(!b.records.iter().any(|r| r["opening_message_id"] == "wamid.era2025"));
     assert_same_records(&b, &good_lines(), NO_CONFIG);
 }
 
@@ -734,7 +734,7 @@ fn dead_letters_name_the_right_input_and_line_across_files() {
     let second = dir.path().join("b.jsonl");
     let good = good_lines();
     std::fs::write(&a, good.join("\n") + "\n").expect("write a");
-    let era = status("16505550302", "wamid.era.b", "delivered", CBP_2023_DAY);
+    let era = status("16505550302", "wamid.era.b", "delivered", PMP_DAY);
     let b_lines = vec![
         status("16505550303", "wamid.b.1", "delivered", T0 + 5 * H),
         "not json".to_string(),

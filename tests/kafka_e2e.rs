@@ -298,6 +298,82 @@ fn broker_restart_mid_stream_loses_nothing() {
     );
 }
 
+/// Generated traffic across both conversation-era switches (2023-06-01 and 2024-11-01)
+/// with send-log records and Meta's category pricing objects (docs/billing-rules.md §6).
+fn multi_era_traffic() -> Vec<String> {
+    let mut lines = Vec::new();
+    for (i, start) in [1_685_318_400i64, 1_730_160_000].iter().enumerate() {
+        let cfg = sim::SimConfig {
+            seed: 90 + i as u64,
+            events: 2000,
+            users: 150,
+            days: 6,
+            start: *start,
+            send_log: true,
+            ..sim::SimConfig::default()
+        };
+        sim::generate(&cfg, |l| lines.push(l.to_string()));
+    }
+    lines
+}
+
+#[test]
+fn multi_era_run_equals_replay_across_kill9_and_a_restore() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "eras";
+    let lines = multi_era_traffic();
+    // The reference: wabill replay. Unknown-kind deliveries are dead letters there too.
+    let reference = common::replay_lines(&lines, &billing_config(20));
+    let want: BTreeSet<String> = reference.records.iter().map(Value::to_string).collect();
+    let eras: BTreeSet<&str> = reference.records.iter().filter_map(|r| r["era"].as_str()).collect();
+    assert_eq!(
+        eras.into_iter().collect::<Vec<_>>(),
+        ["cbp-2022", "cbp-2023", "cbp-2024-11"]
+    );
+    let want_dead: BTreeSet<String> = reference
+        .dead
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(!want_dead.is_empty() && want_dead.iter().all(|r| r.starts_with("unknown message category")));
+    let state = dir.path().join("state");
+    let cfg = dir.path().join("wabill.toml");
+    std::fs::write(&cfg, run_config(&broker, prefix, &state, 20)).unwrap();
+    let log = dir.path().join("wabill.log");
+    broker.create_topic(&format!("{prefix}-webhooks"), 1, false);
+    let mut p = common::Wabill::run(&cfg, &log);
+    wait_for_topic(&broker, &format!("{prefix}-webhooks"));
+    let mut rng = Rng::new(0xE7A5);
+    let chunks: Vec<&[String]> = lines.chunks(lines.len().div_ceil(6)).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        produce_webhooks(&broker, prefix, chunk);
+        std::thread::sleep(Duration::from_millis(500 + rng.below(3000)));
+        p.kill9();
+        if i == 3 {
+            // A restore: the local stores are gone; they come back from the changelogs.
+            std::fs::remove_dir_all(&state).unwrap();
+        }
+        p = common::Wabill::run(&cfg, &log);
+    }
+    let got = wait_for_distinct(&broker, prefix, &want, Duration::from_secs(300));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_same(&as_set(&got), &want, common::tail(&text));
+    let dead = broker.consume_all(
+        &format!("{prefix}-dead-letter"),
+        "eras-dl-reader",
+        want_dead.len(),
+        Duration::from_secs(60),
+    );
+    let got_dead: BTreeSet<String> = dead
+        .iter()
+        .map(|d| decode_dead_letter(d.value.as_deref().unwrap_or_default()).expect("dead letter decodes"))
+        .map(|d| d.reason)
+        .collect();
+    assert_eq!(got_dead, want_dead, "{}", common::tail(&text));
+    assert!(p.terminate().success());
+}
+
 fn wait_for_topic(broker: &Broker, topic: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while broker.partitions(topic).is_empty() {

@@ -1,6 +1,6 @@
 //! `processing_guarantee = "exactly_once"` (Kafka transactions): the call flow, crash-tested.
 //!
-//! No broker here can prove transactional atomicity (DESIGN.md): Tansu 0.6 has no EndTxn
+//! No broker here can prove transactional atomicity (README.md "Exactly-once with Kafka transactions"): Tansu 0.6 has no EndTxn
 //! handler, so transactions cannot commit on it, and librdkafka's mock cluster implements
 //! the calls (InitProducerId, AddPartitionsToTxn, TxnOffsetCommit, EndTxn) but shows
 //! aborted and abandoned records to read_committed readers and does not fence (checked:

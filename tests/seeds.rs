@@ -1,9 +1,9 @@
-//! The worked examples of the two seed documents (`shared/seeds/000_*`, `shared/seeds/002_*`),
-//! the Zoko example of `reference/meta-cbp-research.md` §1.3, and the SPEC §10 decisions
+//! The worked examples of the two seed documents the project started from (two BSP articles, quoted below),
+//! the Zoko example of a BSP billing page, and the docs/billing-rules.md §9 decisions
 //! where the seeds are wrong, each replayed as real Cloud API webhook payloads through
 //! `wabill replay` (RocksDB store).
 //!
-//! Every expectation is derived from SPEC §3 and the bundled sample card
+//! Every expectation is derived from docs/billing-rules.md §3 and the bundled sample card
 //! (`data/rates/sample-usd.csv`): the test user 16505551234 is in market "North America",
 //! whose 2022-02-01 row charges `user_initiated` 0.0088 and `business_initiated` 0.0147 USD.
 //! Unless a test is about the free tier, the WABA is configured with `free_tier = 0` so every
@@ -11,7 +11,7 @@
 //!
 //! Time: `T0` is Tuesday 2022-03-01T00:00:00Z (`cbp-2022`). The kit's `reply(user, id, ts)`
 //! sends at `ts` and reports `delivered` at `ts + 1`, so a conversation opened by it starts
-//! one second after the send (SPEC §1: it opens at delivery).
+//! one second after the send (docs/billing-rules.md §1: it opens at delivery).
 
 mod common;
 use common::*;
@@ -52,7 +52,7 @@ fn sent_delivered(id: &str, sent: i64, delivered: i64) -> Vec<String> {
     vec![status(USER, id, "sent", sent), status(USER, id, "delivered", delivered)]
 }
 
-/// Checks one output record against SPEC §8 for the test user and WABA.
+/// Checks one output record against docs/billing-rules.md §10 for the test user and WABA.
 #[allow(clippy::too_many_arguments)]
 fn assert_record(
     r: &Value,
@@ -108,7 +108,7 @@ fn assert_fep(r: &Value, opened_at: &str, expires_at: &str) {
 fn seed000_case_one_client_writes_first_and_the_answer_opens_a_user_initiated_dialog() {
     let mut lines = vec![inbound(USER, "wamid.in.1", T0 + 9 * H)];
 
-    // Not answered yet: no conversation (SPEC §3 rule 2: only a delivery opens one).
+    // Not answered yet: no conversation (docs/billing-rules.md §3 rule 2: only a delivery opens one).
     let b = run(&lines);
     assert_eq!(b.records.len(), 0, "{:#?}", b.records);
 
@@ -209,7 +209,7 @@ fn seed002_user_situation_1_exchange_inside_one_window_is_one_user_initiated_con
 // 24-hour period. What does the charge look like: 2 conversations initiated by the user,
 // because the resumption occurred after the expiration of the first session."
 //
-// Under SPEC §3 rule 3 the second conversation is user-initiated only if the customer service
+// Under docs/billing-rules.md §3 rule 4 the second conversation is user-initiated only if the customer service
 // window is still open at the second delivery, i.e. the customer wrote again within the last
 // 24 h (here: a follow-up the same evening). Without it the resumption is situation 3.
 #[test]
@@ -235,7 +235,7 @@ fn seed002_user_situation_2_resumption_after_expiry_is_a_second_user_initiated_c
 // session tends to enter as a conversation initiated by the company."
 #[test]
 fn seed002_user_situation_3_bot_resumes_without_new_user_message_business_initiated() {
-    // The bot answers in the same second as the question (SPEC §3: at equal timestamps the
+    // The bot answers in the same second as the question (docs/billing-rules.md §3: at equal timestamps the
     // inbound message is applied first); delivered one second later.
     let mut lines = vec![inbound(USER, "wamid.in.1", T0 + 9 * H)];
     lines.extend(reply(USER, "wamid.out.1", T0 + 9 * H));
@@ -318,11 +318,11 @@ fn reference_zoko_example_monday_to_wednesday() {
 }
 
 // ---------------------------------------------------------------------------------------
-// SPEC §10: decisions where the seeds (or BSP pages) are wrong
+// docs/billing-rules.md §9: decisions where the seeds (or BSP pages) are wrong
 // ---------------------------------------------------------------------------------------
 
 // Seed 000 says "24 hours are fixed and begin to expire from the moment the client sends the
-// first message". SPEC §10: "The 24 h of a conversation start at that delivery, not at the
+// first message". docs/billing-rules.md §9: "The 24 h of a conversation start at that delivery, not at the
 // user's first message", and rule 4: "A later message never extends it."
 #[test]
 fn spec_conversation_24h_start_at_delivery_not_at_the_users_message() {
@@ -352,8 +352,8 @@ fn spec_conversation_24h_start_at_delivery_not_at_the_users_message() {
     assert_eq!(b.records[1]["opening_message_id"], "wamid.out.3");
 }
 
-// SPEC §10: "Conversation opens on delivery, not on send" and "An undelivered message opens
-// nothing"; SPEC §1: "`sent` alone never opens anything".
+// docs/billing-rules.md §9: "Conversation opens on delivery, not on send" and "An undelivered message opens
+// nothing"; docs/billing-rules.md §1: "`sent` alone never opens anything".
 #[test]
 fn spec_message_sent_but_never_delivered_opens_nothing() {
     let mut lines = vec![status(USER, "wamid.out.1", "sent", T0 + 8 * H)];
@@ -369,7 +369,7 @@ fn spec_message_sent_but_never_delivered_opens_nothing() {
     assert_eq!(b.records[0]["opening_message_id"], "wamid.out.2");
 }
 
-// SPEC §1: "`failed` never opens anything"; SPEC §10: "An undelivered message opens nothing
+// docs/billing-rules.md §1: "`failed` never opens anything"; docs/billing-rules.md §9: "An undelivered message opens nothing
 // (one BSP claims failed free-form opens a conversation; Meta does not say so)". 360dialog's
 // claim: the failed message "opens a business-initiated conversation ... If the user replies
 // within 24 hours of the failed delivery, this conversation will be charged as
@@ -394,7 +394,7 @@ fn spec_failed_status_opens_nothing() {
     assert_eq!(b.records[0]["opening_message_id"], "wamid.out.2");
 }
 
-// SPEC §1, delivery instant D: "a `read` status with no `delivered` implies delivery at the
+// docs/billing-rules.md §1, delivery instant D: "a `read` status with no `delivered` implies delivery at the
 // `read` timestamp; the earliest of them wins."
 #[test]
 fn spec_read_without_delivered_opens_at_the_read_time() {
@@ -419,13 +419,13 @@ fn spec_read_without_delivered_opens_at_the_read_time() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Free entry point (reference §3, SPEC §3 rule 3)
+// Free entry point (reference §3, docs/billing-rules.md §3 rule 4)
 // ---------------------------------------------------------------------------------------
 
 // Seed 000: "all incoming messages that were initiated by the "Call to Action" Click to
 // WhatsApp buttons from your advertising companies are free". Reference §3 (Meta): an FEP
 // conversation opens if the customer messages you via a CTWA ad and "you respond within 24
-// hours"; SPEC §10: "Free entry point window 24 h until 2023-02-28".
+// hours"; docs/billing-rules.md §9: "Free entry point window 24 h until 2023-02-28".
 #[test]
 fn fep_ad_referral_answered_within_24h_is_free_and_lasts_24h_before_march_2023() {
     let mut lines = vec![inbound_ad(USER, "wamid.in.ad", T0 + 9 * H)];
@@ -440,7 +440,7 @@ fn fep_ad_referral_answered_within_24h_is_free_and_lasts_24h_before_march_2023()
 }
 
 // Reference §3 (Meta): "The free entry point conversation is opened as soon as your message
-// is delivered and lasts 72 hours"; SPEC §10: "72 h from 2023-03-01". SPEC §2: `cbp-2023`
+// is delivered and lasts 72 hours"; docs/billing-rules.md §9: "72 h from 2023-03-01". docs/billing-rules.md §2: `cbp-2023`
 // starts 2023-06-01, so March 2023 is still `cbp-2022` (and the 2022-02-01 card row).
 #[test]
 fn fep_lasts_72h_from_2023_03_01_still_in_cbp_2022() {
@@ -459,7 +459,7 @@ fn fep_lasts_72h_from_2023_03_01_still_in_cbp_2022() {
     assert_eq!(b.records[1]["month"], "2023-03");
 }
 
-// SPEC §10: "Free entry point window 24 h until 2023-02-28, 72 h from 2023-03-01" (at
+// docs/billing-rules.md §9: "Free entry point window 24 h until 2023-02-28, 72 h from 2023-03-01" (at
 // WABA-local midnight; this WABA is UTC).
 #[test]
 fn fep_opened_on_2023_02_28_still_lasts_24h() {
@@ -473,7 +473,7 @@ fn fep_opened_on_2023_02_28_still_lasts_24h() {
 }
 
 // Reference §3 pitfall: Click-to-WhatsApp *posts* "arrive with `referral.source_type = "post"`
-// and do not get the free 72 h window"; SPEC §3: "`source_type = "post"` is not eligible."
+// and do not get the free 72 h window"; docs/billing-rules.md §3: "`source_type = "post"` is not eligible."
 #[test]
 fn fep_post_referral_is_not_eligible() {
     let mut lines = vec![inbound_to(WABA, PNID, USER, "wamid.in.post", T0 + 9 * H, Some("post"))];
@@ -485,7 +485,7 @@ fn fep_post_referral_is_not_eligible() {
 }
 
 // Reference §3 (Meta): "If you do not respond within 24 hours, a free entry point conversation
-// is not opened and you must use a template"; SPEC §3: "D is less than 24 h after that message".
+// is not opened and you must use a template"; docs/billing-rules.md §3: "D is less than 24 h after that message".
 #[test]
 fn fep_reply_delivered_24h_after_the_ad_message_is_not_eligible() {
     let mut lines = vec![inbound_ad(USER, "wamid.in.ad", T0 + 9 * H)];
@@ -499,7 +499,7 @@ fn fep_reply_delivered_24h_after_the_ad_message_is_not_eligible() {
 
 // Reference §3 (Meta): "When a free entry point conversation is opened, it automatically closes
 // all other open conversations between you and the customer, and no new conversations will be
-// opened until the free entry point conversation expires." SPEC §3: the closed ones "stay
+// opened until the free entry point conversation expires." docs/billing-rules.md §3: the closed ones "stay
 // charged and their emitted records are not rewritten".
 #[test]
 fn fep_preempts_an_open_user_initiated_conversation() {
@@ -544,7 +544,7 @@ fn fep_only_the_first_conversation_from_a_referral_is_free() {
     assert_eq!(b.records[1]["opening_message_id"], "wamid.out.3");
 }
 
-// SPEC §3 rule 3: free entry point "when the user's latest inbound message at or before D
+// docs/billing-rules.md §3 rule 4: free entry point "when the user's latest inbound message at or before D
 // carried a `referral` with `source_type = "ad"`".
 #[test]
 fn fep_needs_the_users_latest_message_to_carry_the_referral() {
@@ -558,7 +558,7 @@ fn fep_needs_the_users_latest_message_to_carry_the_referral() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Free tier (reference §2, SPEC §3 rule 5)
+// Free tier (reference §2, docs/billing-rules.md §3 rule 5)
 // ---------------------------------------------------------------------------------------
 
 // Seed 000: "every first 1000 dialogues per month of one WhatsApp account are free. If you
@@ -627,7 +627,7 @@ fn free_tier_first_two_of_the_waba_month_are_free_third_is_charged_fep_never_cou
 }
 
 // Reference §2 (Meta): "The free tier is refreshed monthly, based on the timezone associated
-// with the WABA"; SPEC §10: "Free tier is per WABA, in the WABA's time zone — not UTC."
+// with the WABA"; docs/billing-rules.md §9: "Free tier is per WABA, in the WABA's time zone — not UTC."
 // America/Sao_Paulo is UTC-3 in 2022, so 2022-04-01T01:00:00Z is 2022-03-31 22:00 there.
 #[test]
 fn free_tier_month_is_the_waba_local_month() {
@@ -687,7 +687,7 @@ fn free_tier_month_is_the_waba_local_month() {
     assert_eq!(r[2]["month"], "2022-04");
 }
 
-// SPEC §3: "Events with the same timestamp are applied inbound messages first, then statuses,
+// docs/billing-rules.md §3: "Events with the same timestamp are applied inbound messages first, then statuses,
 // then by message id." Two business messages reach the user in the same second, one reported
 // `read` (no `delivered`), one `delivered`: both have D = that second, so the one applied first
 // (the smaller message id, whatever its status kind) opens the conversation and the other

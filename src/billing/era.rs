@@ -1,4 +1,4 @@
-//! The era table of SPEC §2 as data. Adding an era means adding a row and a policy,
+//! The era table of docs/billing-rules.md §2 as data. Adding an era means adding a row and a policy,
 //! not sprinkling date checks through the engine.
 
 use chrono::NaiveDate;
@@ -15,17 +15,33 @@ pub enum EraId {
     Cbp2023,
     #[serde(rename = "cbp-2024-11")]
     Cbp2024_11,
-    #[serde(rename = "pmp-2025")]
-    Pmp2025,
+    #[serde(rename = "pmp-2025-07")]
+    Pmp2025_07,
+    #[serde(rename = "pmp-2026-10")]
+    Pmp2026_10,
 }
 
 impl EraId {
+    /// Stable one-byte code for the state store.
+    pub fn code(self) -> u8 {
+        match self {
+            EraId::Cbp2022 => 1,
+            EraId::Cbp2023 => 2,
+            EraId::Cbp2024_11 => 3,
+            EraId::Pmp2025_07 => 4,
+            EraId::Pmp2026_10 => 5,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<EraId> {
+        ERA_TABLE.iter().map(|e| e.id).find(|id| id.code() == c)
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             EraId::Cbp2022 => "cbp-2022",
             EraId::Cbp2023 => "cbp-2023",
             EraId::Cbp2024_11 => "cbp-2024-11",
-            EraId::Pmp2025 => "pmp-2025",
+            EraId::Pmp2025_07 => "pmp-2025-07",
+            EraId::Pmp2026_10 => "pmp-2026-10",
         }
     }
     pub fn parse(s: &str) -> Option<EraId> {
@@ -33,7 +49,7 @@ impl EraId {
     }
 }
 
-/// One row of SPEC §2.
+/// One row of docs/billing-rules.md §2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EraDef {
     pub id: EraId,
@@ -55,12 +71,16 @@ pub const ERA_TABLE: &[EraDef] = &[
         from: (2024, 11, 1),
     },
     EraDef {
-        id: EraId::Pmp2025,
+        id: EraId::Pmp2025_07,
         from: (2025, 7, 1),
+    },
+    EraDef {
+        id: EraId::Pmp2026_10,
+        from: (2026, 10, 1),
     },
 ];
 
-/// The day from which a free entry point conversation lasts 72 h instead of 24 h (SPEC §10).
+/// The day from which a free entry point conversation lasts 72 h instead of 24 h (docs/billing-rules.md §9).
 pub const FEP_72H_FROM: (i32, u32, u32) = (2023, 3, 1);
 
 /// Era boundaries and other date switches resolved to UTC instants for one time zone,

@@ -1,4 +1,4 @@
-//! Deterministic conversation ids (SPEC §8): the same input always yields the same ids,
+//! Deterministic conversation ids (docs/billing-rules.md §10): the same input always yields the same ids,
 //! so a replayed Kafka batch produces byte-identical records that downstream can dedupe.
 
 use sha2::{Digest, Sha256};

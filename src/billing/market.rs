@@ -1,4 +1,4 @@
-//! Country and market of a user number (SPEC §5).
+//! Country and market of a user number (docs/billing-rules.md §7).
 //!
 //! The country comes from libphonenumber's metadata (the `phonenumber` port), never from
 //! a hand-typed prefix list, so +1 876 is Jamaica and +1 242 the Bahamas. The market
@@ -50,7 +50,7 @@ pub enum NumberError {
 pub struct Resolved {
     pub country: Country,
     /// False when libphonenumber rejects the number: it is still billed by its calling
-    /// code's main country (SPEC §5) and counted.
+    /// code's main country (docs/billing-rules.md §7) and counted.
     pub valid: bool,
 }
 

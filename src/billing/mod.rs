@@ -1,7 +1,8 @@
-//! Pure billing rules (SPEC §2–§6): no I/O, no clock. Time comes from events.
+//! Pure billing rules (docs/billing-rules.md §2–§6): no I/O, no clock. Time comes from events.
 
 pub mod era;
 pub mod ids;
+pub mod kind;
 pub mod market;
 pub mod money;
 pub mod origin;
@@ -12,6 +13,7 @@ pub mod time;
 pub mod window;
 
 pub use era::{EraCalendar, EraId};
+pub use kind::{MessageKind, TemplateCategory};
 pub use market::{Country, CountryResolver, MarketMap};
 pub use origin::Origin;
 pub use rates::RateCard;

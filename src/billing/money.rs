@@ -18,7 +18,7 @@ pub fn minor_units(currency: &str) -> u32 {
     }
 }
 
-/// Statement totals: half-even to the currency's minor unit (SPEC §3 rule 6).
+/// Statement totals: half-even to the currency's minor unit (docs/billing-rules.md §3 rule 6).
 pub fn round_total(total: Decimal, currency: &str) -> Decimal {
     let dp = minor_units(currency);
     let mut d = total.round_dp_with_strategy(dp, RoundingStrategy::MidpointNearestEven);

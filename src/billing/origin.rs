@@ -1,4 +1,4 @@
-//! Conversation origins (SPEC §8 `origin`) and how Meta's spellings map onto them.
+//! Conversation origins (docs/billing-rules.md §10 `origin`) and how Meta's spellings map onto them.
 
 use serde::Serialize;
 
@@ -11,11 +11,13 @@ pub enum Origin {
     Marketing,
     Utility,
     Authentication,
+    /// docs/billing-rules.md §4 rule 3: an authentication template to a user abroad, where configured.
+    AuthenticationInternational,
     Service,
 }
 
 impl Origin {
-    pub const ALL: [Origin; 7] = [
+    pub const ALL: [Origin; 8] = [
         Origin::UserInitiated,
         Origin::BusinessInitiated,
         Origin::FreeEntryPoint,
@@ -23,6 +25,7 @@ impl Origin {
         Origin::Utility,
         Origin::Authentication,
         Origin::Service,
+        Origin::AuthenticationInternational,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Origin {
             Origin::Marketing => "marketing",
             Origin::Utility => "utility",
             Origin::Authentication => "authentication",
+            Origin::AuthenticationInternational => "authentication_international",
             Origin::Service => "service",
         }
     }
@@ -47,6 +51,7 @@ impl Origin {
             Origin::Utility => 5,
             Origin::Authentication => 6,
             Origin::Service => 7,
+            Origin::AuthenticationInternational => 8,
         }
     }
 
@@ -70,15 +75,11 @@ impl Origin {
             "free_entry_point" | "free_entry" | "referral_conversion" | "fep" => Origin::FreeEntryPoint,
             "marketing" | "marketing_lite" => Origin::Marketing,
             "utility" => Origin::Utility,
-            "authentication" | "authentication_international" => Origin::Authentication,
+            "authentication" => Origin::Authentication,
+            "authentication_international" => Origin::AuthenticationInternational,
             "service" => Origin::Service,
             _ => return None,
         })
-    }
-
-    /// Whether a conversation of this origin can take free tier (SPEC §3 rule 5).
-    pub fn counts_for_free_tier_2022(self) -> bool {
-        matches!(self, Origin::UserInitiated | Origin::BusinessInitiated)
     }
 }
 
@@ -100,7 +101,7 @@ mod tests {
         assert_eq!(Origin::normalise("referral_conversion"), Some(Origin::FreeEntryPoint));
         assert_eq!(
             Origin::normalise("authentication-international"),
-            Some(Origin::Authentication)
+            Some(Origin::AuthenticationInternational)
         );
         assert_eq!(Origin::normalise(" User-Initiated "), Some(Origin::UserInitiated));
         assert_eq!(Origin::normalise("nonsense"), None);

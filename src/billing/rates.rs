@@ -1,4 +1,4 @@
-//! Rate cards (SPEC §5): CSV rows of (effective_from, market, currency, rate per origin).
+//! Rate cards (docs/billing-rules.md §7): CSV rows of (effective_from, market, currency, rate per origin).
 //! The row in effect at a conversation's `opened_at` (WABA-local date) prices it.
 
 use rustc_hash::FxHashMap;
@@ -12,6 +12,7 @@ use super::origin::Origin;
 
 pub const BUNDLED_SAMPLE_CARD: &str = include_str!("../../data/rates/sample-usd.csv");
 
+/// The columns every card has, in the order of the header wabill documents.
 const COLUMNS: [&str; 10] = [
     "effective_from",
     "market",
@@ -25,11 +26,84 @@ const COLUMNS: [&str; 10] = [
     "service",
 ];
 
+/// Optional columns (docs/billing-rules.md §7): `marketing_lite` prices Marketing Messages API traffic in
+/// the message eras, and falls back to `marketing` when absent or empty.
+const OPTIONAL_COLUMNS: [&str; 1] = ["marketing_lite"];
+
+/// A rate column of the card (one per origin/category that can be priced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateColumn {
+    UserInitiated,
+    BusinessInitiated,
+    Marketing,
+    Utility,
+    Authentication,
+    AuthenticationInternational,
+    Service,
+    MarketingLite,
+}
+
+impl RateColumn {
+    const SLOTS: usize = 8;
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+
+    fn from_header(name: &str) -> Option<RateColumn> {
+        Some(match name {
+            "user_initiated" => RateColumn::UserInitiated,
+            "business_initiated" => RateColumn::BusinessInitiated,
+            "marketing" => RateColumn::Marketing,
+            "utility" => RateColumn::Utility,
+            "authentication" => RateColumn::Authentication,
+            "authentication_international" => RateColumn::AuthenticationInternational,
+            "service" => RateColumn::Service,
+            "marketing_lite" => RateColumn::MarketingLite,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateColumn::UserInitiated => "user_initiated",
+            RateColumn::BusinessInitiated => "business_initiated",
+            RateColumn::Marketing => "marketing",
+            RateColumn::Utility => "utility",
+            RateColumn::Authentication => "authentication",
+            RateColumn::AuthenticationInternational => "authentication_international",
+            RateColumn::Service => "service",
+            RateColumn::MarketingLite => "marketing_lite",
+        }
+    }
+
+    /// The column that prices a conversation of `origin`; `None` for free entry point
+    /// (never priced from the card).
+    pub fn for_origin(origin: Origin) -> Option<RateColumn> {
+        Some(match origin {
+            Origin::UserInitiated => RateColumn::UserInitiated,
+            Origin::BusinessInitiated => RateColumn::BusinessInitiated,
+            Origin::Marketing => RateColumn::Marketing,
+            Origin::Utility => RateColumn::Utility,
+            Origin::Authentication => RateColumn::Authentication,
+            Origin::AuthenticationInternational => RateColumn::AuthenticationInternational,
+            Origin::Service => RateColumn::Service,
+            Origin::FreeEntryPoint => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for RateColumn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum RateCardError {
     #[error("rate card: {0}")]
     Csv(#[from] csv::Error),
-    #[error("rate card header must be `{}`, found `{found}`", COLUMNS.join(","))]
+    #[error("rate card header must be `{}` (plus optionally `marketing_lite`), found `{found}`", COLUMNS.join(","))]
     Header { found: String },
     #[error("rate card row {row}: {reason}")]
     Row { row: u64, reason: String },
@@ -43,19 +117,19 @@ pub enum RateError {
         currency: String,
         date: NaiveDate,
     },
-    #[error("rate card row of {effective_from} for market {market:?} in {currency} has no {origin} rate")]
+    #[error("rate card row of {effective_from} for market {market:?} in {currency} has no {column} rate")]
     NotApplicable {
         market: String,
         currency: String,
         effective_from: NaiveDate,
-        origin: Origin,
+        column: RateColumn,
     },
 }
 
 #[derive(Debug, Clone)]
 struct Row {
     effective_from: NaiveDate,
-    rates: [Option<Decimal>; 7],
+    rates: [Option<Decimal>; RateColumn::SLOTS],
 }
 
 /// All rate card rows, indexed by (currency, market) and sorted by `effective_from`.
@@ -63,19 +137,6 @@ struct Row {
 pub struct RateCard {
     /// currency → market → rows by `effective_from`.
     rows: FxHashMap<String, FxHashMap<String, Vec<Row>>>,
-}
-
-fn slot(origin: Origin) -> usize {
-    match origin {
-        Origin::UserInitiated => 0,
-        Origin::BusinessInitiated => 1,
-        Origin::Marketing => 2,
-        Origin::Utility => 3,
-        Origin::Authentication => 4,
-        Origin::Service => 6,
-        // Never priced from the card: always free.
-        Origin::FreeEntryPoint => 5,
-    }
 }
 
 impl RateCard {
@@ -89,10 +150,27 @@ impl RateCard {
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
         let headers = rdr.headers()?.clone();
-        if headers.iter().collect::<Vec<_>>() != COLUMNS {
-            return Err(RateCardError::Header {
-                found: headers.iter().collect::<Vec<_>>().join(","),
-            });
+        // Columns are found by name: the documented header loads as before, and an
+        // optional column may sit anywhere after the first three.
+        let names: Vec<&str> = headers.iter().collect();
+        let header_error = || RateCardError::Header { found: names.join(",") };
+        if names.get(..3) != Some(&COLUMNS[..3]) {
+            return Err(header_error());
+        }
+        let mut columns: Vec<RateColumn> = Vec::with_capacity(names.len() - 3);
+        for name in &names[3..] {
+            let col = RateColumn::from_header(name).ok_or_else(header_error)?;
+            if columns.contains(&col) {
+                return Err(header_error());
+            }
+            columns.push(col);
+        }
+        let required = COLUMNS[3..].iter().all(|c| names.contains(c));
+        let known = names[3..]
+            .iter()
+            .all(|n| COLUMNS.contains(n) || OPTIONAL_COLUMNS.contains(n));
+        if !required || !known {
+            return Err(header_error());
         }
         let mut card = RateCard::default();
         for rec in rdr.records() {
@@ -106,9 +184,12 @@ impl RateCard {
             if market.is_empty() || currency.len() != 3 {
                 return Err(bad("market and a 3-letter currency are required".into()));
             }
-            let mut rates: [Option<Decimal>; 7] = Default::default();
+            let mut rates: [Option<Decimal>; RateColumn::SLOTS] = Default::default();
             for (i, cell) in rec.iter().skip(3).enumerate() {
-                let idx = i; // columns follow the slot order of `slot()`
+                let Some(col) = columns.get(i) else {
+                    return Err(bad(format!("more cells than the header's {} columns", names.len())));
+                };
+                let idx = col.slot();
                 if cell.is_empty() || cell.eq_ignore_ascii_case("n/a") {
                     continue;
                 }
@@ -137,9 +218,21 @@ impl RateCard {
     /// The rate for `origin` in `market` on WABA-local `date`. Free entry point is never
     /// looked up (always 0).
     pub fn rate(&self, currency: &str, market: &str, origin: Origin, date: NaiveDate) -> Result<Decimal, RateError> {
-        if origin == Origin::FreeEntryPoint {
-            return Ok(Decimal::ZERO);
+        match RateColumn::for_origin(origin) {
+            None => Ok(Decimal::ZERO),
+            Some(col) => self.column_rate(currency, market, col, date),
         }
+    }
+
+    /// The rate of one column in the row in effect on WABA-local `date`. `marketing_lite`
+    /// falls back to `marketing` when the row has none (docs/billing-rules.md §7).
+    pub fn column_rate(
+        &self,
+        currency: &str,
+        market: &str,
+        column: RateColumn,
+        date: NaiveDate,
+    ) -> Result<Decimal, RateError> {
         let no_row = || RateError::NoRow {
             market: market.to_string(),
             currency: currency.to_string(),
@@ -151,11 +244,15 @@ impl RateCard {
             .rev()
             .find(|r| r.effective_from <= date)
             .ok_or_else(no_row)?;
-        row.rates[slot(origin)].ok_or_else(|| RateError::NotApplicable {
+        let mut rate = row.rates[column.slot()];
+        if rate.is_none() && column == RateColumn::MarketingLite {
+            rate = row.rates[RateColumn::Marketing.slot()];
+        }
+        rate.ok_or_else(|| RateError::NotApplicable {
             market: market.to_string(),
             currency: currency.to_string(),
             effective_from: row.effective_from,
-            origin,
+            column,
         })
     }
 }
@@ -204,5 +301,45 @@ mod tests {
         assert!(e.to_string().contains("row 2"), "{e}");
         let e = RateCard::parse(&format!("{h}\n2022-01-01,X,USD,abc,1,,,,,\n")).unwrap_err();
         assert!(e.to_string().contains("not a decimal"), "{e}");
+        // An unknown column, or a required one missing, is a header error.
+        assert!(matches!(
+            RateCard::parse(&format!("{h},surprise\n")),
+            Err(RateCardError::Header { .. })
+        ));
+        assert!(matches!(
+            RateCard::parse("effective_from,market,currency,marketing\n"),
+            Err(RateCardError::Header { .. })
+        ));
+    }
+
+    #[test]
+    fn marketing_lite_column_is_optional_and_falls_back_to_marketing() {
+        // docs/billing-rules.md §7: marketing_lite is priced from its own column, or from marketing when the
+        // row has none.
+        let h = "effective_from,market,currency,user_initiated,business_initiated,marketing,marketing_lite,utility,authentication,authentication_international,service";
+        let card = RateCard::parse(&format!(
+            "{h}\n2025-07-01,Brazil,USD,,,0.0625,0.05,0.0068,0.0068,,\n2025-07-01,India,USD,,,0.0107,,0.0014,0.0014,0.0280,\n"
+        ))
+        .unwrap();
+        let d = date(2025, 8, 1);
+        let lite = |m| {
+            card.column_rate("USD", m, RateColumn::MarketingLite, d)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(lite("Brazil"), "0.05");
+        assert_eq!(lite("India"), "0.0107");
+        assert_eq!(
+            card.rate("USD", "India", Origin::AuthenticationInternational, d)
+                .unwrap()
+                .to_string(),
+            "0.0280"
+        );
+        assert!(matches!(
+            card.rate("USD", "Brazil", Origin::AuthenticationInternational, d),
+            Err(RateError::NotApplicable { .. })
+        ));
+        // The documented header without marketing_lite still loads (the bundled card).
+        assert!(RateCard::bundled_sample().is_ok());
     }
 }

@@ -1,5 +1,6 @@
-//! Month statements (SPEC §8): per WABA and WABA-local month, conversations by origin,
-//! free tier used and left, and totals rounded half-even to the currency's minor unit.
+//! Month statements (docs/billing-rules.md §10): per WABA and WABA-local month, conversations by origin
+//! (by category in the category eras), free tier used and left, and totals rounded
+//! half-even to the currency's minor unit.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -7,7 +8,7 @@ use std::fmt::Write as _;
 use rust_decimal::Decimal;
 
 use super::money::round_total;
-use super::Origin;
+use super::{EraId, Origin};
 use crate::pipeline::ConversationBilled;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +16,9 @@ pub struct MonthStatement {
     pub waba_id: String,
     pub month: String,
     pub currency: String,
+    /// Eras of the month's conversations (one, except where a WABA's month straddles a
+    /// switch it was configured across).
+    pub eras: Vec<EraId>,
     pub conversations: u64,
     pub by_origin: BTreeMap<Origin, u64>,
     /// Free-tier conversations in this statement's records.
@@ -53,6 +57,7 @@ pub fn statements(
             waba_id: r.opened.waba_id.clone(),
             month: r.month.clone(),
             currency: r.currency.clone(),
+            eras: Vec::new(),
             conversations: 0,
             by_origin: BTreeMap::new(),
             free_tier_in_records: 0,
@@ -63,6 +68,10 @@ pub fn statements(
             billed_total: Decimal::ZERO,
         });
         s.conversations += 1;
+        if !s.eras.contains(&r.opened.era) {
+            s.eras.push(r.opened.era);
+            s.eras.sort();
+        }
         *s.by_origin.entry(r.opened.origin).or_default() += 1;
         s.free_tier_in_records += u64::from(r.free_tier);
         s.late += u64::from(r.opened.late);
@@ -85,19 +94,35 @@ pub fn render(statements: &[MonthStatement]) -> String {
         t.push_str("No conversations opened.\n");
     }
     for s in statements {
-        let _ = writeln!(t, "WABA {}  month {}  ({})", s.waba_id, s.month, s.currency);
+        let eras: Vec<&str> = s.eras.iter().map(|e| e.as_str()).collect();
+        let _ = writeln!(
+            t,
+            "WABA {}  month {}  ({}, {})",
+            s.waba_id,
+            s.month,
+            s.currency,
+            eras.join(" + ")
+        );
         for (o, n) in &s.by_origin {
             let _ = writeln!(t, "  {:<22}{:>10}", o.as_str(), n);
         }
         let _ = writeln!(t, "  {:<22}{:>10}", "conversations", s.conversations);
-        let _ = writeln!(
-            t,
-            "  {:<22}{:>10}  of {} (left {})",
-            "free tier used",
-            s.free_tier_used,
-            s.free_tier_limit,
-            s.free_tier_left()
-        );
+        let free_tier_era = s
+            .eras
+            .iter()
+            .any(|e| crate::billing::policy::policy_for(*e).is_some_and(|p| p.has_free_tier()));
+        if free_tier_era {
+            let _ = writeln!(
+                t,
+                "  {:<22}{:>10}  of {} (left {})",
+                "free tier used",
+                s.free_tier_used,
+                s.free_tier_limit,
+                s.free_tier_left()
+            );
+        } else {
+            let _ = writeln!(t, "  {:<22}{:>10}", "free tier", "none in this era");
+        }
         if s.late > 0 {
             let _ = writeln!(t, "  {:<22}{:>10}", "opened by late events", s.late);
         }

@@ -74,7 +74,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
-/// The UTC instant of midnight starting `date` in `tz`. Date switches in the SPEC (eras,
+/// The UTC instant of midnight starting `date` in `tz`. Date switches (docs/billing-rules.md §1: eras,
 /// rate cards, the 72 h free entry point) all happen at WABA-local midnight. When midnight
 /// does not exist (a DST gap at 00:00, e.g. America/Sao_Paulo before 2019) the first
 /// instant of the day is used.

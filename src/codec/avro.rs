@@ -21,7 +21,10 @@
 //! Schema evolution is backward compatible only: new fields must have defaults, fields are
 //! never removed or renamed, and readers decode with the writer's schema (found in the
 //! registry, or by fingerprint). These hand-written decoders read the current version of
-//! each schema; a new schema version comes with new decoders.
+//! each schema and every earlier one (`schemas/history/`): as versions only append fields
+//! with defaults, an earlier version's record is the current one cut short, and a decoder
+//! reads an appended field only when bytes remain (the Confluent framing carries no
+//! fingerprint, so this is also how a Confluent reader tells the versions apart).
 
 use std::io::Write as _;
 use std::sync::OnceLock;
@@ -33,7 +36,7 @@ use rust_decimal::Decimal;
 use thiserror::Error;
 
 use crate::billing::time::format_ts;
-use crate::billing::{Country, EraId, Origin, Ts};
+use crate::billing::{Country, EraId, MessageKind, Origin, Ts};
 use crate::ingest::{EventKind, MessageEvent, MetaPricing, Referral, StatusKind};
 use crate::pipeline::{ConversationBilled, ConversationOpened};
 
@@ -52,7 +55,7 @@ pub enum RecordKind {
     MessageEvent,
     /// `io.wabill.v1.ConversationOpened` (conversations topic).
     ConversationOpened,
-    /// `io.wabill.v1.ConversationBilled` (billing topic, SPEC §8).
+    /// `io.wabill.v1.ConversationBilled` (billing topic, docs/billing-rules.md §10).
     ConversationBilled,
     /// `io.wabill.v1.DeadLetter` (dead-letter topic).
     DeadLetter,
@@ -119,6 +122,53 @@ impl RecordKind {
     pub fn from_fingerprint(fp: u64) -> Option<RecordKind> {
         RecordKind::ALL.into_iter().find(|k| k.fingerprint() == fp)
     }
+
+    /// Whether `fp` is the fingerprint of this kind's current schema or of an earlier
+    /// version its decoder reads.
+    pub fn reads_fingerprint(self, fp: u64) -> bool {
+        fp == self.fingerprint() || history_fingerprints(self).contains(&fp)
+    }
+}
+
+/// Earlier versions of a record's schema (oldest first) whose records the decoders still
+/// read: state journals, topics and registries may hold them after an upgrade.
+fn history(kind: RecordKind) -> &'static [&'static str] {
+    match kind {
+        RecordKind::MessageEvent => &[include_str!("../../schemas/history/message_event.v1.avsc")],
+        _ => &[],
+    }
+}
+
+/// Fingerprints of `history(kind)`.
+fn history_fingerprints(kind: RecordKind) -> &'static [u64] {
+    static FPS: OnceLock<Vec<Vec<u64>>> = OnceLock::new();
+    let all = FPS.get_or_init(|| {
+        RecordKind::ALL
+            .iter()
+            .map(|k| {
+                history(*k)
+                    .iter()
+                    .map(|text| {
+                        // Bundled constants checked by the unit tests: a failure is a build defect.
+                        let schema = Schema::parse_str(text).unwrap_or_else(|e| {
+                            panic!("bundled Avro schema history of {} is invalid: {e}", k.full_name())
+                        });
+                        rabin_u64(&schema)
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    &all[kind.index()]
+}
+
+fn rabin_u64(schema: &Schema) -> u64 {
+    let fp = schema.fingerprint::<Rabin>();
+    let mut le = [0u8; 8];
+    for (d, s) in le.iter_mut().zip(fp.bytes.iter()) {
+        *d = *s;
+    }
+    u64::from_le_bytes(le)
 }
 
 /// The text of a bundled schema (`schemas/*.avsc`).
@@ -143,15 +193,11 @@ fn info(kind: RecordKind) -> &'static SchemaInfo {
                 let schema = Schema::parse_str(k.schema_text())
                     .unwrap_or_else(|e| panic!("bundled Avro schema {} is invalid: {e}", k.full_name()));
                 let canonical = schema.canonical_form();
-                let fp = schema.fingerprint::<Rabin>();
-                let mut le = [0u8; 8];
-                for (d, s) in le.iter_mut().zip(fp.bytes.iter()) {
-                    *d = *s;
-                }
+                let fingerprint = rabin_u64(&schema);
                 SchemaInfo {
                     schema,
                     canonical,
-                    fingerprint: u64::from_le_bytes(le),
+                    fingerprint,
                 }
             })
             .collect()
@@ -233,6 +279,8 @@ pub enum CodecError {
     BadCountry { field: &'static str, value: String },
     #[error("field {field}: unknown era {value:?}")]
     BadEra { field: &'static str, value: String },
+    #[error("field {field}: unknown message kind {value:?}")]
+    BadMessageKind { field: &'static str, value: String },
     #[error("field {field}: unknown origin {value:?}")]
     BadOrigin { field: &'static str, value: String },
     #[error("field {field}: {value:?} is not an exact decimal number")]
@@ -319,7 +367,7 @@ fn body_of(kind: RecordKind, bytes: &[u8]) -> Result<Reader<'_>, CodecError> {
     let (header, _) = split_framing(bytes)?;
     if let Header::SingleObject { fingerprint } = header {
         let expected = kind.fingerprint();
-        if fingerprint != expected {
+        if !kind.reads_fingerprint(fingerprint) {
             return Err(match RecordKind::from_fingerprint(fingerprint) {
                 Some(actual) => CodecError::WrongSchema {
                     found: fingerprint,
@@ -335,9 +383,14 @@ fn body_of(kind: RecordKind, bytes: &[u8]) -> Result<Reader<'_>, CodecError> {
             });
         }
     }
+    let current = match header {
+        Header::SingleObject { fingerprint } => Some(fingerprint == kind.fingerprint()),
+        Header::Confluent { .. } => None,
+    };
     Ok(Reader {
         buf: bytes,
         pos: header.size(),
+        current,
     })
 }
 
@@ -498,6 +551,10 @@ struct Reader<'a> {
     /// The whole record (header included), so errors give offsets into it.
     buf: &'a [u8],
     pos: usize,
+    /// Which schema version wrote the record, as far as the framing says: `Some(true)`
+    /// the current one (single-object, current fingerprint), `Some(false)` an earlier one
+    /// (single-object, a history fingerprint), `None` unknown (Confluent framing).
+    current: Option<bool>,
 }
 
 impl<'a> Reader<'a> {
@@ -660,6 +717,17 @@ impl<'a> Reader<'a> {
         parse_timestamp(field, s)
     }
 
+    /// Whether to read a field appended by the current schema version: always for a
+    /// record of the current version (a missing field is then a truncation error), never
+    /// for one of an earlier version, and under the Confluent framing (which names no
+    /// version) when bytes remain — an earlier version's record ends before the field.
+    fn more(&self) -> bool {
+        match self.current {
+            Some(current) => current,
+            None => self.pos < self.buf.len(),
+        }
+    }
+
     fn finish(self, record: &'static str) -> Result<(), CodecError> {
         match self.buf.len() - self.pos {
             0 => Ok(()),
@@ -688,7 +756,7 @@ fn parse_origin(s: &str) -> Option<Origin> {
 // ---------------------------------------------------------------------------------------
 // MessageEvent
 
-const KIND_SYMBOLS: usize = 5;
+const KIND_SYMBOLS: usize = 6;
 const REFERRAL_SYMBOLS: usize = 3;
 
 fn kind_index(kind: EventKind) -> (i64, i64) {
@@ -710,6 +778,7 @@ fn kind_index(kind: EventKind) -> (i64, i64) {
             },
             0,
         ),
+        EventKind::SendLog => (5, 0),
     }
 }
 
@@ -762,6 +831,13 @@ pub fn encode_event(ev: &MessageEvent, framing: &Framing, out: &mut Vec<u8>) {
         }
         None => put_long(out, 0),
     }
+    match ev.message_kind {
+        Some(k) => {
+            put_long(out, 1);
+            put_str(out, k.as_str());
+        }
+        None => put_long(out, 0),
+    }
 }
 
 /// Decodes a framed `MessageEvent`. All three `meta_*` fields null gives `meta: None`.
@@ -790,9 +866,10 @@ pub fn decode_event(bytes: &[u8]) -> Result<MessageEvent, CodecError> {
         3 => EventKind::Status {
             status: StatusKind::Read,
         },
-        _ => EventKind::Status {
+        4 => EventKind::Status {
             status: StatusKind::Failed,
         },
+        _ => EventKind::SendLog,
     };
     let country = r.country("country")?;
     let number_valid = r.bool("number_valid")?;
@@ -804,6 +881,16 @@ pub fn decode_event(bytes: &[u8]) -> Result<MessageEvent, CodecError> {
     };
     let billable = if r.optional("meta_billable")? {
         Some(r.bool("meta_billable")?)
+    } else {
+        None
+    };
+    // v2: appended with default null (a v1 record ends here).
+    let message_kind = if r.more() && r.optional("message_kind")? {
+        let s = r.str("message_kind")?;
+        Some(MessageKind::parse(s).ok_or_else(|| CodecError::BadMessageKind {
+            field: "message_kind",
+            value: excerpt(s),
+        })?)
     } else {
         None
     };
@@ -823,6 +910,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<MessageEvent, CodecError> {
         country,
         number_valid,
         meta,
+        message_kind,
     })
 }
 
@@ -875,7 +963,7 @@ pub fn decode_opened(bytes: &[u8]) -> Result<ConversationOpened, CodecError> {
 // ---------------------------------------------------------------------------------------
 // ConversationBilled
 
-/// Appends `b` to `out`, framed, with the SPEC §8 fields in contract order — the same
+/// Appends `b` to `out`, framed, with the docs/billing-rules.md §10 fields in contract order — the same
 /// values as the JSON lines of `wabill replay` (`ConversationBilled::to_out`).
 pub fn encode_billed(b: &ConversationBilled, framing: &Framing, out: &mut Vec<u8>) {
     let o = &b.opened;
@@ -1026,6 +1114,7 @@ mod tests {
                 origin: Some(Origin::BusinessInitiated),
                 billable: Some(true),
             }),
+            message_kind: Some(MessageKind::NonTemplate),
         }
     }
 
@@ -1089,13 +1178,14 @@ mod tests {
             s("phone_number_id") + ",",
             s("user") + ",",
             s("message_id") + ",",
-            r#"{"name":"kind","type":{"name":"io.wabill.v1.EventKind","type":"enum","symbols":["inbound","sent","delivered","read","failed"]}},"#.into(),
+            r#"{"name":"kind","type":{"name":"io.wabill.v1.EventKind","type":"enum","symbols":["inbound","sent","delivered","read","failed","send_log"]}},"#.into(),
             r#"{"name":"referral","type":{"name":"io.wabill.v1.Referral","type":"enum","symbols":["none","ad","other"]}},"#.into(),
             s("country") + ",",
             r#"{"name":"number_valid","type":"boolean"},"#.into(),
             r#"{"name":"meta_conversation_id","type":["null","string"]},"#.into(),
             r#"{"name":"meta_origin","type":["null","string"]},"#.into(),
-            r#"{"name":"meta_billable","type":["null","boolean"]}"#.into(),
+            r#"{"name":"meta_billable","type":["null","boolean"]},"#.into(),
+            r#"{"name":"message_kind","type":["null","string"]}"#.into(),
             "]}".into(),
         ]
         .concat();
@@ -1282,7 +1372,11 @@ mod tests {
         for v in [0i64, -1, 1, 63, -64, 64, i64::MAX, i64::MIN, i32::MAX as i64] {
             let mut out = Vec::new();
             put_long(&mut out, v);
-            let mut r = Reader { buf: &out, pos: 0 };
+            let mut r = Reader {
+                buf: &out,
+                pos: 0,
+                current: None,
+            };
             assert_eq!(r.long("v"), Ok(v));
             assert!(r.finish("x").is_ok());
         }
@@ -1290,17 +1384,33 @@ mod tests {
         let mut bad = vec![0xFF; 10];
         bad.push(0);
         assert!(matches!(
-            Reader { buf: &bad, pos: 0 }.long("v"),
+            Reader {
+                buf: &bad,
+                pos: 0,
+                current: None
+            }
+            .long("v"),
             Err(CodecError::BadVarint { .. })
         ));
         let mut bad = vec![0xFF; 9];
         bad.push(0x02);
-        assert!(Reader { buf: &bad, pos: 0 }.long("v").is_err());
+        assert!(Reader {
+            buf: &bad,
+            pos: 0,
+            current: None
+        }
+        .long("v")
+        .is_err());
         // int: over-long or out of range.
         let mut out = Vec::new();
         put_long(&mut out, i64::from(i32::MAX) + 1);
         assert!(matches!(
-            Reader { buf: &out, pos: 0 }.int("i"),
+            Reader {
+                buf: &out,
+                pos: 0,
+                current: None
+            }
+            .int("i"),
             Err(CodecError::IntOutOfRange { .. })
         ));
     }
@@ -1367,12 +1477,12 @@ mod tests {
             })
             .sum::<usize>();
         let mut bad = ev.clone();
-        bad[kind_at] = 10; // zig-zag 5
+        bad[kind_at] = 12; // zig-zag 6: the enum has six symbols (send_log is 5)
         assert!(matches!(
             decode_event(&bad),
             Err(CodecError::InvalidEnumIndex {
                 field: "kind",
-                index: 5,
+                index: 6,
                 ..
             })
         ));

@@ -1,4 +1,4 @@
-//! JSON lines: one SPEC §8 record per line, fields in contract order.
+//! JSON lines: one docs/billing-rules.md §10 record per line, fields in contract order.
 
 use std::io::{self, Write};
 

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::billing::{Country, Origin, Ts};
+use crate::billing::{Country, MessageKind, Origin, Ts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,12 +48,19 @@ pub enum Referral {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    Inbound { referral: Referral },
-    Status { status: StatusKind },
+    Inbound {
+        referral: Referral,
+    },
+    Status {
+        status: StatusKind,
+    },
+    /// The BSP's send-log record of a business message (docs/billing-rules.md §6): says what the message
+    /// is (`MessageEvent::message_kind`), decides nothing by itself.
+    SendLog,
 }
 
 impl EventKind {
-    /// Dedupe bit (SPEC §3 rule 7): an inbound id, or one (id, status) pair.
+    /// Dedupe bit (docs/billing-rules.md §8): an inbound id, or one (id, status) pair.
     pub fn bit(self) -> u8 {
         match self {
             EventKind::Inbound { .. } => 1,
@@ -69,15 +76,18 @@ impl EventKind {
             EventKind::Status {
                 status: StatusKind::Failed,
             } => 16,
+            EventKind::SendLog => 32,
         }
     }
 
-    /// Lifecycle rank: inbound, then sent < delivered < read < failed. Used to order
-    /// events of one message at one timestamp.
+    /// Lifecycle rank: inbound, then send log < sent < delivered < read < failed. Used to
+    /// order events of one message at one timestamp (the send log says what a message is
+    /// before its statuses are applied).
     pub fn rank(self) -> u8 {
         match self {
             EventKind::Inbound { .. } => 0,
-            EventKind::Status { status } => 1 + status as u8,
+            EventKind::SendLog => 1,
+            EventKind::Status { status } => 2 + status as u8,
         }
     }
 
@@ -85,12 +95,13 @@ impl EventKind {
         match self {
             EventKind::Inbound { .. } => "inbound",
             EventKind::Status { status } => status.as_str(),
+            EventKind::SendLog => "send_log",
         }
     }
 }
 
 /// What Meta said about pricing on a status, kept only for reconciliation: it never
-/// decides anything in the `cbp-*` eras (SPEC §7).
+/// decides anything in the `cbp-*` eras (docs/billing-rules.md §6).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MetaPricing {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,6 +128,18 @@ pub struct MessageEvent {
     pub number_valid: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<MetaPricing>,
+    /// What the business message is: from the send log (`SendLog` events, always set), or
+    /// from Meta's `pricing.category` on a status (the fallback, docs/billing-rules.md §6; `None` when
+    /// absent or saying nothing of the kind). Always `None` on inbound messages.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_kind")]
+    pub message_kind: Option<MessageKind>,
+}
+
+fn ser_kind<S: serde::Serializer>(k: &Option<MessageKind>, s: S) -> Result<S::Ok, S::Error> {
+    match k {
+        Some(k) => s.serialize_str(k.as_str()),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_country<S: serde::Serializer>(c: &Country, s: S) -> Result<S::Ok, S::Error> {

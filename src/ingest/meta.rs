@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 use super::event::{EventKind, MessageEvent, MetaPricing, Referral, StatusKind};
-use crate::billing::{CountryResolver, Origin, Ts};
+use crate::billing::{CountryResolver, MessageKind, Origin, TemplateCategory, Ts};
 
 /// A whole payload that cannot be used: one dead letter for the line.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub enum PayloadError {
     OnPremisesNotConfigured,
     #[error("payload of {size} bytes exceeds max_payload_bytes ({max})")]
     TooLarge { size: usize, max: usize },
+    #[error("send-log record: {0}")]
+    SendLog(String),
 }
 
 /// One event inside a payload that cannot be billed.
@@ -78,6 +80,36 @@ struct Envelope<'a> {
     messages: Option<Vec<&'a RawValue>>,
     #[serde(borrow, default)]
     statuses: Option<Vec<&'a RawValue>>,
+}
+
+/// A send-log record (docs/billing-rules.md §6), one per line beside the webhooks. Fields wabill does
+/// not use are ignored, as in Meta's payloads.
+#[derive(Deserialize)]
+struct SendLogJson<'a> {
+    #[serde(borrow)]
+    message_id: Cow<'a, str>,
+    #[serde(borrow)]
+    waba_id: Cow<'a, str>,
+    #[serde(borrow)]
+    phone_number_id: Cow<'a, str>,
+    #[serde(borrow)]
+    to: Cow<'a, str>,
+    #[serde(deserialize_with = "unix_ts")]
+    timestamp: Ts,
+    /// Required: `null` says "not a template"; a missing key is an error, not a guess.
+    #[serde(borrow, deserialize_with = "template_field")]
+    template: Option<TemplateJson<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TemplateJson<'a> {
+    #[serde(borrow)]
+    category: Cow<'a, str>,
+}
+
+/// `template` must be present (an object or `null`).
+fn template_field<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TemplateJson<'de>>, D::Error> {
+    Option::<TemplateJson<'de>>::deserialize(d)
 }
 
 #[derive(Deserialize)]
@@ -265,6 +297,10 @@ impl Normaliser {
             }
         })?;
         let mut stats = PayloadStats::default();
+        if env.object.as_deref() == Some("send_log") {
+            out.push(self.send_log(payload, &mut stats)?);
+            return Ok(stats);
+        }
         if let Some(entries) = env.entry {
             if let Some(o) = env.object.as_deref() {
                 if o != "whatsapp_business_account" {
@@ -324,6 +360,42 @@ impl Normaliser {
         let statuses = env.statuses.unwrap_or_default();
         self.events(&ctx, &messages, &statuses, out, bad, &mut stats);
         Ok(stats)
+    }
+
+    /// A send-log line → one `SendLog` event keyed by the user like the statuses.
+    fn send_log(&mut self, payload: &str, stats: &mut PayloadStats) -> Result<MessageEvent, PayloadError> {
+        let r: SendLogJson = serde_json::from_str(payload).map_err(|e| PayloadError::SendLog(short(&e)))?;
+        for (field, v) in [
+            ("message_id", &r.message_id),
+            ("waba_id", &r.waba_id),
+            ("phone_number_id", &r.phone_number_id),
+        ] {
+            if v.is_empty() {
+                return Err(PayloadError::SendLog(format!("{field} is empty")));
+            }
+        }
+        let kind = match &r.template {
+            None => MessageKind::NonTemplate,
+            Some(t) => MessageKind::Template(TemplateCategory::parse(&t.category).ok_or_else(|| {
+                PayloadError::SendLog(format!(
+                    "template category {:?} is not one wabill bills (marketing, marketing_lite, utility, authentication, authentication_international)",
+                    t.category
+                ))
+            })?),
+        };
+        let (country, number_valid) = self.resolve(&r.to, stats).map_err(PayloadError::SendLog)?;
+        Ok(MessageEvent {
+            ts: r.timestamp,
+            waba_id: r.waba_id.into_owned(),
+            phone_number_id: r.phone_number_id.into_owned(),
+            user: r.to.into_owned(),
+            message_id: r.message_id.into_owned(),
+            kind: EventKind::SendLog,
+            country,
+            number_valid,
+            meta: None,
+            message_kind: Some(kind),
+        })
     }
 
     fn events(
@@ -392,6 +464,7 @@ impl Normaliser {
             country,
             number_valid,
             meta: None,
+            message_kind: None,
         }))
     }
 
@@ -417,6 +490,11 @@ impl Normaliser {
             return Err("status has an empty message id".into());
         }
         let (country, number_valid) = self.resolve(&s.recipient_id, stats)?;
+        let message_kind = s
+            .pricing
+            .as_ref()
+            .and_then(|p| p.category.as_deref())
+            .and_then(MessageKind::from_pricing_category);
         let meta = if s.conversation.is_some() || s.pricing.is_some() {
             let origin = s
                 .conversation
@@ -449,6 +527,7 @@ impl Normaliser {
             country,
             number_valid,
             meta,
+            message_kind,
         })
     }
 }

@@ -35,16 +35,29 @@ pub enum DeadLetterReason {
     Unpriceable,
     /// A malformed watermark control record.
     MalformedControl,
+    /// A delivery whose decision needs the message's kind, which is unknown.
+    UnknownCategory,
+}
+
+impl From<crate::pipeline::RejectClass> for DeadLetterReason {
+    fn from(c: crate::pipeline::RejectClass) -> Self {
+        match c {
+            crate::pipeline::RejectClass::UnsupportedEra => DeadLetterReason::UnsupportedEra,
+            crate::pipeline::RejectClass::UnknownCategory => DeadLetterReason::UnknownCategory,
+            crate::pipeline::RejectClass::Unpriceable => DeadLetterReason::Unpriceable,
+        }
+    }
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 6] = [
+    pub const ALL: [DeadLetterReason; 7] = [
         DeadLetterReason::InvalidPayload,
         DeadLetterReason::InvalidEvent,
         DeadLetterReason::InvalidRecord,
         DeadLetterReason::UnsupportedEra,
         DeadLetterReason::Unpriceable,
         DeadLetterReason::MalformedControl,
+        DeadLetterReason::UnknownCategory,
     ];
 
     pub fn label(self) -> &'static str {
@@ -55,6 +68,7 @@ impl DeadLetterReason {
             DeadLetterReason::UnsupportedEra => "unsupported_era",
             DeadLetterReason::Unpriceable => "unpriceable",
             DeadLetterReason::MalformedControl => "malformed_control",
+            DeadLetterReason::UnknownCategory => "unknown_category",
         }
     }
 }
@@ -123,6 +137,8 @@ pub struct Metrics {
     pub buffered_events: IntGaugeVec,
     pub rebalances: IntCounterVec,
     pub stream_time: prometheus::GaugeVec,
+    /// Windows-stage facts about message kinds (docs/billing-rules.md §4, §7.2).
+    pub message_kinds: IntCounterVec,
     /// Billed amount counters by currency, resolved once (a handful of currencies).
     amount_by_currency: Mutex<HashMap<String, prometheus::Counter>>,
 }
@@ -319,6 +335,12 @@ impl Metrics {
                 &["stage", "kind"],
             ),
             stream_time,
+            message_kinds: counter_vec(
+                &r,
+                "wabill_message_kind_events_total",
+                "Windows-stage facts about message kinds: send_log (send-log records applied), disagreement (send log and Meta's pricing.category disagree; the send log decides), unknown (deliveries dead-lettered because their kind was needed and unknown), service_outside_csw (service conversations opened by a non-template delivered outside the customer service window).",
+                &["fact"],
+            ),
             amount_by_currency: Mutex::new(HashMap::new()),
             registry: r,
         }
@@ -387,6 +409,7 @@ impl Metrics {
             ("delivered", d(now.delivered, last.delivered)),
             ("read", d(now.read, last.read)),
             ("failed", d(now.failed, last.failed)),
+            ("send_log", d(now.send_logs, last.send_logs)),
         ];
         let dup = d(now.duplicates, last.duplicates);
         // Duplicates are counted once, in wabill_duplicates_dropped_total, and events of
@@ -410,6 +433,19 @@ impl Metrics {
         let late = d(now.late, last.late);
         if late > 0 {
             self.late_events.with_label_values(&["windows"]).inc_by(late);
+        }
+        for (fact, n) in [
+            ("send_log", d(now.send_logs, last.send_logs)),
+            ("disagreement", d(now.kind_disagreements, last.kind_disagreements)),
+            ("unknown", d(now.unknown_kind, last.unknown_kind)),
+            (
+                "service_outside_csw",
+                d(now.service_outside_csw, last.service_outside_csw),
+            ),
+        ] {
+            if n > 0 {
+                self.message_kinds.with_label_values(&[fact]).inc_by(n);
+            }
         }
     }
 

@@ -50,6 +50,8 @@ impl Setup {
     pub fn windows_stage(&self) -> WindowsStage {
         WindowsStage::new(
             self.profiles.clone(),
+            self.markets.clone(),
+            self.card.clone(),
             self.lateness,
             self.dedupe_horizon,
             self.cache_entries,
@@ -127,8 +129,8 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let backend = self.backend.as_deref();
         rejected.append(&mut self.wout.rejected);
-        for c in self.wout.opened.drain(..) {
-            self.ledger.push(backend, c, &mut self.lout)?;
+        for (c, position) in self.wout.opened.drain(..) {
+            self.ledger.push(backend, c, position, &mut self.lout)?;
         }
         billed.append(&mut self.lout.billed);
         rejected.append(&mut self.lout.rejected);

@@ -10,23 +10,43 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 
 use super::pending::{load_pending, meta_i64, read_meta_i64, PendingJournal};
-use super::records::{ConversationBilled, ConversationOpened, Rejected};
+use super::records::{ConversationBilled, ConversationOpened, RejectClass, Rejected};
 use super::reorder::{Admit, ReorderBuffer};
 use crate::billing::money::with_markup;
 use chrono::Datelike;
 
+use crate::billing::policy::{policy_for, Pricing};
 use crate::billing::time::{local_date, month_label, Ts, DAY};
-use crate::billing::{MarketMap, Origin, RateCard};
+use crate::billing::{MarketMap, RateCard};
 use crate::config::Profiles;
 use crate::state::codec::Counter;
 use crate::state::{Backend, Family, StoreError, Table, WriteSet};
 
 const LEDGER_STREAM_TIME_KEY: &str = "ledger.stream_time";
 
-fn encode_opened_pending(c: &ConversationOpened) -> Vec<u8> {
+/// A waiting conversation as journaled: source position (8 bytes) + Avro single-object
+/// ConversationOpened. (State format 1 journaled the Avro record alone.)
+fn encode_opened_pending(c: &ConversationOpened, position: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(256);
+    b.extend_from_slice(&position.to_be_bytes());
     crate::codec::avro::encode_opened(c, &crate::codec::avro::Framing::SingleObject, &mut b);
     b
+}
+
+fn decode_opened_pending(version: u8, b: &[u8]) -> Result<(ConversationOpened, u64), String> {
+    let (position, avro) = match version {
+        1 => (0, b),
+        _ => {
+            let pos = b
+                .get(..8)
+                .and_then(|p| p.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or("journal entry shorter than its position")?;
+            (pos, &b[8..])
+        }
+    };
+    let c = crate::codec::avro::decode_opened(avro).map_err(|e| e.to_string())?;
+    Ok((c, position))
 }
 
 /// How long a conversation id is remembered, and a month counter kept, after the
@@ -53,7 +73,7 @@ pub struct LedgerStage {
     profiles: Arc<Profiles>,
     markets: Arc<MarketMap>,
     card: Arc<RateCard>,
-    reorder: ReorderBuffer<(Ts, String), ConversationOpened>,
+    reorder: ReorderBuffer<(Ts, String), (ConversationOpened, u64)>,
     seen: Table<Counter>,
     counters: Table<Counter>,
     key: Vec<u8>,
@@ -89,21 +109,24 @@ impl LedgerStage {
         self.reorder.stream_time()
     }
 
+    /// Admits one conversation; `position` is its source position (the input line in
+    /// replay, the conversations-topic offset on Kafka), kept for its dead letter.
     pub fn push(
         &mut self,
         backend: Option<&dyn Backend>,
         c: ConversationOpened,
+        position: u64,
         out: &mut LedgerOutput,
     ) -> Result<(), StoreError> {
-        let encoded = self.journal.enabled.then(|| encode_opened_pending(&c));
+        let encoded = self.journal.enabled.then(|| encode_opened_pending(&c, position));
         let mut c = c;
         // The id moves into the ordering key while waiting and comes back on release.
         let key = (c.opened_at, std::mem::take(&mut c.conversation_id));
-        match self.reorder.admit(key.0, key, c) {
-            Admit::Late(key, mut c) => {
+        match self.reorder.admit(key.0, key, (c, position)) {
+            Admit::Late(key, (mut c, position)) => {
                 c.conversation_id = key.1;
                 self.stats.late += 1;
-                self.apply(backend, c, out)?;
+                self.apply(backend, c, position, out)?;
             }
             Admit::Buffered(seq) => {
                 if let Some(bytes) = encoded {
@@ -115,10 +138,10 @@ impl LedgerStage {
     }
 
     fn release(&mut self, backend: Option<&dyn Backend>, out: &mut LedgerOutput) -> Result<(), StoreError> {
-        while let Some((seq, key, mut c)) = self.reorder.pop_ready(|k| k.0) {
+        while let Some((seq, key, (mut c, position))) = self.reorder.pop_ready(|k| k.0) {
             c.conversation_id = key.1;
             self.journal.removed(seq);
-            self.apply(backend, c, out)?;
+            self.apply(backend, c, position, out)?;
         }
         Ok(())
     }
@@ -155,13 +178,11 @@ impl LedgerStage {
                 self.reorder.set_stream_time(t);
             }
         }
-        let waiting = load_pending(backend, |b| {
-            crate::codec::avro::decode_opened(b).map_err(|e| e.to_string())
-        })?;
+        let waiting = load_pending(backend, decode_opened_pending)?;
         let n = waiting.len();
-        for (seq, mut c) in waiting {
+        for (seq, (mut c, position)) in waiting {
             let key = (c.opened_at, std::mem::take(&mut c.conversation_id));
-            self.reorder.restore(seq, key, c);
+            self.reorder.restore(seq, key, (c, position));
         }
         Ok(n)
     }
@@ -171,10 +192,10 @@ impl LedgerStage {
     }
 
     pub fn flush(&mut self, backend: Option<&dyn Backend>, out: &mut LedgerOutput) -> Result<(), StoreError> {
-        while let Some((seq, key, mut c)) = self.reorder.pop_any() {
+        while let Some((seq, key, (mut c, position))) = self.reorder.pop_any() {
             c.conversation_id = key.1;
             self.journal.removed(seq);
-            self.apply(backend, c, out)?;
+            self.apply(backend, c, position, out)?;
         }
         Ok(())
     }
@@ -189,6 +210,7 @@ impl LedgerStage {
         &mut self,
         backend: Option<&dyn Backend>,
         c: ConversationOpened,
+        position: u64,
         out: &mut LedgerOutput,
     ) -> Result<(), StoreError> {
         let seen = self.seen.entry(backend, c.conversation_id.as_bytes())?;
@@ -210,23 +232,45 @@ impl LedgerStage {
             }
         };
         let market = self.markets.market(c.country).to_string();
-        let billable = c.origin != Origin::FreeEntryPoint;
+        // The era that opened the conversation says how it is priced (docs/billing-rules.md §3 rule 5,
+        // §4 rule 4); the windows stage only emits conversations of implemented eras.
+        let pricing = match policy_for(c.era) {
+            Some(p) => p.pricing(c.origin),
+            None => {
+                self.stats.rejected += 1;
+                out.rejected.push(Rejected {
+                    class: RejectClass::UnsupportedEra,
+                    reason: format!("era not supported yet: {}", c.era.as_str()),
+                    record: opened_json(&c),
+                    position,
+                });
+                return Ok(());
+            }
+        };
+        let billable = !matches!(pricing, Pricing::NotBillable | Pricing::Free);
         // Price first: a conversation the card cannot price is rejected before it can
-        // take free tier.
-        let rate = match self.card.rate(&profile.currency, &market, c.origin, date) {
+        // take free tier. Free conversations need no rate.
+        let rate = match pricing {
+            Pricing::NotBillable | Pricing::Free => Ok(Decimal::ZERO),
+            Pricing::Charged | Pricing::FreeTierThenCharged => {
+                self.card.rate(&profile.currency, &market, c.origin, date)
+            }
+        };
+        let rate = match rate {
             Ok(r) => r,
             Err(e) => {
                 self.stats.rejected += 1;
                 out.rejected.push(Rejected {
+                    class: RejectClass::Unpriceable,
                     reason: format!("cannot price conversation: {e}"),
                     record: opened_json(&c),
-                    position: 0,
+                    position,
                 });
                 return Ok(());
             }
         };
         let mut free_tier = false;
-        if billable && c.origin.counts_for_free_tier_2022() && profile.free_tier > 0 {
+        if pricing == Pricing::FreeTierThenCharged && profile.free_tier > 0 {
             counter_key(&mut self.key, &c.waba_id, &month);
             let slot = self.counters.entry(backend, &self.key)?;
             let mut counter = slot.get().unwrap_or_default();

@@ -9,4 +9,4 @@ pub mod reorder;
 pub mod windows;
 
 pub use engine::Engine;
-pub use records::{ConversationBilled, ConversationOpened, Rejected};
+pub use records::{ConversationBilled, ConversationOpened, RejectClass, Rejected};

@@ -43,7 +43,7 @@ impl PendingJournal {
                 Family::Pending,
                 &seq.to_be_bytes(),
                 Some(|out: &mut Vec<u8>| {
-                    out.extend_from_slice(&NEVER.to_be_bytes());
+                    crate::state::codec::put_header(out, NEVER);
                     out.extend_from_slice(&bytes);
                 }),
             );
@@ -56,28 +56,33 @@ impl PendingJournal {
     }
 }
 
-/// Meta entry holding one i64 (stream time, watermarks, offsets).
+/// Meta entry holding one i64 (stream time, watermarks, offsets), versioned like every
+/// stored value (`state::codec`).
 pub fn meta_i64(set: &mut WriteSet, key: &str, v: i64) {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&NEVER.to_be_bytes());
-    b[8..].copy_from_slice(&v.to_be_bytes());
+    let mut b = Vec::with_capacity(17);
+    crate::state::codec::put_header(&mut b, NEVER);
+    b.extend_from_slice(&v.to_be_bytes());
     set.put(Family::Meta, key.as_bytes(), Some(&b));
 }
 
+/// Reads a meta i64 of any readable format.
 pub fn read_meta_i64(bytes: &[u8]) -> Option<i64> {
-    Some(i64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?))
+    let v = crate::state::codec::split_value(bytes).ok()?;
+    Some(i64::from_be_bytes(v.payload.get(..8)?.try_into().ok()?))
 }
 
-/// Splits a pending value into (seq from key, payload after the expiry prefix).
-pub fn pending_entry<'a>(key: &[u8], value: &'a [u8]) -> Option<(u64, &'a [u8])> {
-    let seq = u64::from_be_bytes(key.try_into().ok()?);
-    Some((seq, value.get(8..)?))
+/// Splits a pending value into (seq from key, state format, payload after the version and
+/// expiry), or says why it cannot be read.
+pub fn pending_entry<'a>(key: &[u8], value: &'a [u8]) -> Result<(u64, u8, &'a [u8]), String> {
+    let seq = u64::from_be_bytes(key.try_into().map_err(|_| "key is not a sequence number".to_string())?);
+    let v = crate::state::codec::split_value(value).map_err(|e| e.to_string())?;
+    Ok((seq, v.version, v.payload))
 }
 
 /// Every item waiting in a persisted reorder buffer, decoded, with its sequence number.
 pub fn load_pending<T>(
     backend: &dyn crate::state::Backend,
-    decode: impl Fn(&[u8]) -> Result<T, String>,
+    decode: impl Fn(u8, &[u8]) -> Result<T, String>,
 ) -> Result<Vec<(u64, T)>, crate::state::StoreError> {
     let mut out = Vec::new();
     for (k, v) in backend.scan(Family::Pending)? {
@@ -86,8 +91,8 @@ pub fn load_pending<T>(
             key: format!("{k:?}"),
             reason,
         };
-        let (seq, payload) = pending_entry(&k, &v).ok_or_else(|| corrupt("bad layout".into()))?;
-        out.push((seq, decode(payload).map_err(corrupt)?));
+        let (seq, version, payload) = pending_entry(&k, &v).map_err(corrupt)?;
+        out.push((seq, decode(version, payload).map_err(corrupt)?));
     }
     Ok(out)
 }

@@ -1,4 +1,4 @@
-//! Records passed between stages and to sinks (SPEC §8).
+//! Records passed between stages and to sinks (docs/billing-rules.md §10).
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -35,9 +35,11 @@ pub struct ConversationBilled {
     pub currency: String,
 }
 
-/// The JSON/Avro field set of SPEC §8, in contract order.
+/// The JSON/Avro field set of docs/billing-rules.md §10, in contract order; `kind` says which of the
+/// record kinds of §8 a JSON line is (Avro says it by the record name).
 #[derive(Serialize)]
 pub struct BilledRecordOut<'a> {
+    pub kind: &'static str,
     pub conversation_id: &'a str,
     pub waba_id: &'a str,
     pub phone_number_id: &'a str,
@@ -62,6 +64,7 @@ impl ConversationBilled {
     pub fn to_out(&self) -> BilledRecordOut<'_> {
         let o = &self.opened;
         BilledRecordOut {
+            kind: "conversation",
             conversation_id: &o.conversation_id,
             waba_id: &o.waba_id,
             phone_number_id: &o.phone_number_id,
@@ -89,9 +92,22 @@ impl ConversationBilled {
     }
 }
 
+/// The class of a rejection: what the dead-letter metric counts it as, decided where the
+/// rejection is, not guessed later from the stage that emitted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectClass {
+    /// An event of an era whose rules are not implemented.
+    UnsupportedEra,
+    /// A delivery whose decision needs the message's kind, which is unknown (docs/billing-rules.md §6).
+    UnknownCategory,
+    /// A unit the rate card cannot price.
+    Unpriceable,
+}
+
 /// Something a stage could not process: it goes to the dead-letter sink with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
+    pub class: RejectClass,
     pub reason: String,
     /// The record as JSON (a normalised event or a conversation).
     pub record: String,

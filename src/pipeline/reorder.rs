@@ -1,4 +1,4 @@
-//! Event-time ordering within the allowed lateness (SPEC §3 rule 8).
+//! Event-time ordering within the allowed lateness (docs/billing-rules.md §8).
 //!
 //! Items wait until the highest timestamp seen is more than `lateness` ahead of them,
 //! then leave in key order. An arriving item already behind that watermark is *late*: it

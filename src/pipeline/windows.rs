@@ -2,16 +2,22 @@
 //!
 //! Deterministic: the output depends only on the events and the store's contents, and
 //! expired state reads as absent, so whether compaction already dropped it never matters.
+//!
+//! The stage knows no era: it finds the policy of each event's era (`billing::policy`),
+//! keeps what every era may need (the pair's state, the dedupe memory and each message's
+//! kind from the send log or Meta's pricing object) and lets the policy decide.
 
 use std::sync::Arc;
 
 use super::pending::{load_pending, meta_i64, read_meta_i64, PendingJournal};
-use super::records::{ConversationOpened, Rejected};
+use super::records::{ConversationOpened, RejectClass, Rejected};
 use super::reorder::{Admit, ReorderBuffer};
 use crate::billing::ids::conversation_id;
-use crate::billing::policy::policy_for;
+use crate::billing::policy::{decide_delivery, policy_for, Delivery};
+use crate::billing::rates::RateColumn;
+use crate::billing::time::local_date;
 use crate::billing::window::{DeliveryDecision, ScopeState};
-use crate::billing::Ts;
+use crate::billing::{MarketMap, MessageKind, Origin, RateCard, Ts};
 use crate::config::Profiles;
 use crate::ingest::{EventKind, MessageEvent, Referral, StatusKind};
 use crate::state::codec::{MessageSeen, DELIVERY_APPLIED};
@@ -47,20 +53,31 @@ pub struct WindowStats {
     /// Deliveries that joined an open conversation.
     pub joined: u64,
     pub opened: u64,
-    /// Events before 2022-02-01, billed under `cbp-2022` (SPEC §2).
+    /// Events before 2022-02-01, billed under `cbp-2022` (docs/billing-rules.md §2).
     pub before_first_era: u64,
     pub unsupported_era: u64,
     /// A second delivered/read of a message already delivered.
     pub redelivered: u64,
+    pub send_logs: u64,
+    /// The send log and Meta's `pricing.category` disagree on a message's kind (the send
+    /// log decides, docs/billing-rules.md §6).
+    pub kind_disagreements: u64,
+    /// Deliveries dead-lettered because their kind was needed and unknown.
+    pub unknown_kind: u64,
+    /// Service conversations opened by a non-template delivered outside the CSW (Meta
+    /// should have refused to send it, docs/billing-rules.md §4).
+    pub service_outside_csw: u64,
 }
 
-/// Application order (SPEC §3): timestamp, inbound messages before statuses, message id;
+/// Application order (docs/billing-rules.md §3): timestamp, inbound messages before statuses, message id;
 /// the status kind last, so two statuses of one message at one second apply in lifecycle
 /// order.
 type EventKey = (Ts, u8, String, u8);
 
 pub struct WindowsStage {
     profiles: Arc<Profiles>,
+    markets: Arc<MarketMap>,
+    card: Arc<RateCard>,
     dedupe_horizon: Ts,
     reorder: ReorderBuffer<EventKey, (MessageEvent, u64)>,
     scopes: Table<ScopeState>,
@@ -73,14 +90,24 @@ pub struct WindowsStage {
 /// Everything a stage emits for one input.
 #[derive(Debug, Default)]
 pub struct WindowsOutput {
-    pub opened: Vec<ConversationOpened>,
+    /// Each with the source position of the delivery that opened it.
+    pub opened: Vec<(ConversationOpened, u64)>,
     pub rejected: Vec<Rejected>,
 }
 
 impl WindowsStage {
-    pub fn new(profiles: Arc<Profiles>, lateness: Ts, dedupe_horizon: Ts, cache_entries: usize) -> Self {
+    pub fn new(
+        profiles: Arc<Profiles>,
+        markets: Arc<MarketMap>,
+        card: Arc<RateCard>,
+        lateness: Ts,
+        dedupe_horizon: Ts,
+        cache_entries: usize,
+    ) -> Self {
         WindowsStage {
             profiles,
+            markets,
+            card,
             dedupe_horizon,
             reorder: ReorderBuffer::new(lateness),
             scopes: Table::new(Family::Scopes, cache_entries),
@@ -178,6 +205,7 @@ impl WindowsStage {
         }
         seen.seen |= bit;
         seen.expires_at = seen.expires_at.max(ev.ts.saturating_add(self.dedupe_horizon));
+        let mut deliver = false;
         match ev.kind {
             EventKind::Inbound { referral } => {
                 self.stats.inbound += 1;
@@ -187,9 +215,22 @@ impl WindowsStage {
                 policy.on_inbound(&mut scope, ev.ts, referral == Referral::Ad);
                 slot.set(Some(scope));
             }
+            EventKind::SendLog => {
+                self.stats.send_logs += 1;
+                if let Some(k) = ev.message_kind {
+                    if seen.kind != 0 && seen.kind != k.code() && !seen.kind_from_send_log {
+                        disagree(&mut self.stats, &mut seen);
+                    }
+                    seen.kind = k.code();
+                    seen.kind_from_send_log = true;
+                }
+            }
             EventKind::Status {
                 status: StatusKind::Sent,
-            } => self.stats.sent += 1,
+            } => {
+                self.stats.sent += 1;
+                learn_kind(&mut self.stats, &mut seen, ev.message_kind);
+            }
             EventKind::Status {
                 status: StatusKind::Failed,
             } => self.stats.failed += 1,
@@ -199,43 +240,108 @@ impl WindowsStage {
                 } else {
                     self.stats.read += 1;
                 }
+                learn_kind(&mut self.stats, &mut seen, ev.message_kind);
                 if seen.seen & DELIVERY_APPLIED != 0 {
                     self.stats.redelivered += 1;
                 } else {
                     seen.seen |= DELIVERY_APPLIED;
-                    scope_key(&mut self.key, ev);
-                    let slot = self.scopes.entry(backend, &self.key)?;
-                    let mut scope = slot.get().unwrap_or_default().live_at(ev.ts);
-                    let decision = policy.on_delivery(&mut scope, ev.ts, &profile.calendar);
-                    slot.set(Some(scope));
-                    match decision {
-                        DeliveryDecision::Joined(_) => self.stats.joined += 1,
-                        DeliveryDecision::Opened(c) => {
-                            self.stats.opened += 1;
-                            out.opened.push(ConversationOpened {
-                                conversation_id: conversation_id(
-                                    &ev.phone_number_id,
-                                    &ev.user,
-                                    policy.category(),
-                                    c.opened_at,
-                                ),
-                                waba_id: ev.waba_id.clone(),
-                                phone_number_id: ev.phone_number_id.clone(),
-                                user: ev.user.clone(),
-                                era: policy.era(),
-                                origin: c.origin,
-                                opened_at: c.opened_at,
-                                expires_at: c.expires_at,
-                                opening_message_id: ev.message_id.clone(),
-                                country: ev.country,
-                                late,
-                            });
-                        }
-                    }
+                    deliver = true;
                 }
             }
         }
+        // The message's memory is complete before the delivery is decided (which reads,
+        // never writes, it), so the slot is written back first.
         seen_slot.set(Some(seen));
+        if deliver {
+            self.deliver(backend, ev, position, late, policy, seen.kind(), out)?;
+        }
+        Ok(())
+    }
+
+    /// The first delivery of a business message: the era policies decide.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        backend: Option<&dyn Backend>,
+        ev: &MessageEvent,
+        position: u64,
+        late: bool,
+        policy: &'static dyn crate::billing::policy::EraPolicy,
+        kind: Option<MessageKind>,
+        out: &mut WindowsOutput,
+    ) -> Result<(), StoreError> {
+        let profile = self.profiles.get(&ev.waba_id);
+        let (markets, card) = (&self.markets, &self.card);
+        let auth_international = || {
+            profile.auth_international_applies(ev.ts, ev.country)
+                && card
+                    .column_rate(
+                        &profile.currency,
+                        markets.market(ev.country),
+                        RateColumn::AuthenticationInternational,
+                        local_date(&profile.time_zone, ev.ts),
+                    )
+                    .is_ok()
+        };
+        scope_key(&mut self.key, ev);
+        let slot = self.scopes.entry(backend, &self.key)?;
+        let mut scope = slot.get().unwrap_or_default().live_at(ev.ts);
+        let delivery = Delivery {
+            d: ev.ts,
+            kind,
+            calendar: &profile.calendar,
+            auth_international: &auth_international,
+        };
+        let decision = decide_delivery(&mut scope, policy, &delivery);
+        let outside_csw = ev.ts >= scope.csw_until;
+        slot.set(Some(scope));
+        match decision {
+            DeliveryDecision::Joined(_) => self.stats.joined += 1,
+            DeliveryDecision::NeedsKind => {
+                self.stats.unknown_kind += 1;
+                out.rejected.push(Rejected {
+                    class: RejectClass::UnknownCategory,
+                    reason: format!(
+                        "unknown message category: the delivery of {} at {} ({}) needs to know whether it is a template and of which category; no send-log record and no status with pricing.category said so",
+                        ev.message_id,
+                        crate::billing::time::format_ts(ev.ts),
+                        policy.era().as_str()
+                    ),
+                    record: serde_json::to_string(ev).unwrap_or_default(),
+                    position,
+                });
+            }
+            DeliveryDecision::Opened(c) => {
+                self.stats.opened += 1;
+                if c.origin == Origin::Service && outside_csw {
+                    self.stats.service_outside_csw += 1;
+                }
+                // The conversation's own era names its category (it may differ from
+                // D's era only for joins, so here it is D's).
+                let era_policy = policy_for(c.era).unwrap_or(policy);
+                out.opened.push((
+                    ConversationOpened {
+                        conversation_id: conversation_id(
+                            &ev.phone_number_id,
+                            &ev.user,
+                            era_policy.id_category(c.origin),
+                            c.opened_at,
+                        ),
+                        waba_id: ev.waba_id.clone(),
+                        phone_number_id: ev.phone_number_id.clone(),
+                        user: ev.user.clone(),
+                        era: c.era,
+                        origin: c.origin,
+                        opened_at: c.opened_at,
+                        expires_at: c.expires_at(),
+                        opening_message_id: ev.message_id.clone(),
+                        country: ev.country,
+                        late,
+                    },
+                    position,
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -243,6 +349,7 @@ impl WindowsStage {
         let profile = self.profiles.get(&ev.waba_id);
         self.stats.unsupported_era += 1;
         out.rejected.push(Rejected {
+            class: RejectClass::UnsupportedEra,
             reason: format!(
                 "era not supported yet: {} (event at {}, WABA {} in {})",
                 profile.calendar.era_at(ev.ts).era.id.as_str(),
@@ -297,7 +404,9 @@ impl WindowsStage {
                 self.reorder.set_stream_time(t);
             }
         }
-        let waiting = load_pending(backend, |b| {
+        // Format 1 and 2 journal the same payload (position + Avro, which says its own
+        // schema version).
+        let waiting = load_pending(backend, |_version, b| {
             decode_pending(b).ok_or_else(|| "event does not decode".to_string())
         })?;
         let n = waiting.len();
@@ -319,6 +428,25 @@ impl WindowsStage {
 
     pub fn cached_entries(&self) -> usize {
         self.scopes.len() + self.messages.len()
+    }
+}
+
+/// A status's `pricing.category` is the fallback source of a message's kind: it fills an
+/// unknown kind, never overrides the send log, and a disagreement is counted.
+fn learn_kind(stats: &mut WindowStats, seen: &mut MessageSeen, hint: Option<MessageKind>) {
+    let Some(k) = hint else { return };
+    if seen.kind == 0 {
+        seen.kind = k.code();
+    } else if seen.kind_from_send_log && seen.kind != k.code() {
+        disagree(stats, seen);
+    }
+}
+
+/// Counts a send-log/pricing disagreement once per message.
+fn disagree(stats: &mut WindowStats, seen: &mut MessageSeen) {
+    if !seen.kind_disagreed {
+        seen.kind_disagreed = true;
+        stats.kind_disagreements += 1;
     }
 }
 

@@ -48,11 +48,13 @@ pub struct ReplayReport {
     pub duplicates: u64,
     pub late: u64,
     pub before_first_era: u64,
+    /// Everything the windows stage counted (message kinds, unknown kinds, ...).
+    pub windows: crate::pipeline::windows::WindowStats,
     pub elapsed: Duration,
     pub statements: Vec<MonthStatement>,
 }
 
-/// One dead-letter line (SPEC §9): original text, where it came from, why.
+/// One dead-letter line (docs/billing-rules.md §8): original text, where it came from, why.
 #[derive(Serialize)]
 struct DeadLetterOut<'a> {
     input: &'a str,
@@ -275,6 +277,7 @@ pub fn run(config: &Config, setup: &Setup, opts: &ReplayOptions) -> Result<Repla
     report.duplicates = engine.windows.stats.duplicates + engine.ledger.stats.duplicates;
     report.late = engine.windows.stats.late;
     report.before_first_era = engine.windows.stats.before_first_era;
+    report.windows = engine.windows.stats;
     report.elapsed = started.elapsed();
     progress.done(&report);
     Ok(report)

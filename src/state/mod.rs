@@ -77,6 +77,13 @@ pub enum StoreError {
     Full { family: &'static str },
     #[error("state store I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("state directory {path} holds state format {found}, written by a newer wabill; this wabill reads formats {oldest} to {current}: run the wabill version that wrote it, or start from an empty state directory")]
+    NewerFormat {
+        path: String,
+        found: i64,
+        oldest: u8,
+        current: u8,
+    },
 }
 
 /// A value the tables can persist.

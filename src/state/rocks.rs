@@ -11,6 +11,9 @@ use super::codec::expiry_of;
 use super::{Backend, Family, StoreError, WriteSet};
 use crate::billing::Ts;
 
+/// Meta key of the store-wide state format marker.
+pub const FORMAT_KEY: &[u8] = b"state.format_version";
+
 /// Memtable size per column family (see `open`).
 const WRITE_BUFFER_BYTES: usize = 8 << 20;
 
@@ -69,16 +72,58 @@ impl RocksBackend {
             ColumnFamilyDescriptor::new(f.name(), o)
         });
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
-        Ok(RocksBackend { db, purge_before })
+        let backend = RocksBackend { db, purge_before };
+        backend.check_format(path)?;
+        Ok(backend)
     }
 
-    /// True when no family holds any key (a brand-new store).
+    /// The store-wide format marker (`state::codec`): a store written by a newer wabill
+    /// fails here, at start-up, with its version named; an older or new store is marked
+    /// with this wabill's format (its values say their own format, so an older store's
+    /// values are still read one by one).
+    fn check_format(&self, path: &Path) -> Result<(), StoreError> {
+        use super::codec::{put_header, split_value, FORMAT_VERSION, OLDEST_READABLE};
+        let cf = self.cf(Family::Meta)?;
+        let newer = |found: i64| StoreError::NewerFormat {
+            path: path.display().to_string(),
+            found,
+            oldest: OLDEST_READABLE,
+            current: FORMAT_VERSION,
+        };
+        if let Some(v) = self.db.get_cf(cf, FORMAT_KEY)? {
+            let found = match split_value(&v) {
+                Ok(parts) => parts
+                    .payload
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(i64::from_be_bytes)
+                    .unwrap_or(i64::MAX),
+                Err(super::codec::FormatError::Newer { found }) => i64::from(found),
+                Err(_) => i64::MAX,
+            };
+            if found > i64::from(FORMAT_VERSION) {
+                return Err(newer(found));
+            }
+            if found == i64::from(FORMAT_VERSION) {
+                return Ok(());
+            }
+        }
+        let mut b = Vec::with_capacity(17);
+        put_header(&mut b, Ts::MAX);
+        b.extend_from_slice(&i64::from(FORMAT_VERSION).to_be_bytes());
+        self.db.put_cf(cf, FORMAT_KEY, b)?;
+        Ok(())
+    }
+
+    /// True when no family holds any key but the format marker (a brand-new store).
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         for f in Family::ALL {
             let cf = self.cf(f)?;
-            if let Some(item) = self.db.iterator_cf(cf, rocksdb::IteratorMode::Start).next() {
-                item?;
-                return Ok(false);
+            for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start).take(2) {
+                let (k, _) = item?;
+                if !(f == Family::Meta && &*k == FORMAT_KEY) {
+                    return Ok(false);
+                }
             }
         }
         Ok(true)

@@ -147,7 +147,7 @@ impl<V: StoreValue> Table<V> {
             Some(bytes) => V::decode(&bytes).map(Some).ok_or_else(|| StoreError::Corrupt {
                 family: self.family.name(),
                 key: String::from_utf8_lossy(key).into_owned(),
-                reason: format!("{} bytes do not decode", bytes.len()),
+                reason: super::codec::describe_undecodable(&bytes),
             }),
         }
     }

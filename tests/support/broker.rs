@@ -3,7 +3,7 @@
 //! `Broker::start()` runs Tansu with SQLite storage in a temporary directory (use it for crash
 //! and restore tests: it survives `kill9()` + `restart()`); `Broker::start_memory()` runs the
 //! memory engine (benchmarks only: it loses records when a fetch starts mid-batch and reports a
-//! wrong end offset, see DESIGN.md).
+//! wrong end offset; README.md "Decisions and limits" and BENCHMARKS.md).
 //!
 //! The binary comes from `$WABILL_TANSU`, else `$WABILL_CACHE/tools/bin/tansu` (default cache
 //! `~/.cache/wabill`); `scripts/install-tansu.sh` installs it there, with the `sqlite3` CLI.

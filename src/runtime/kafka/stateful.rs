@@ -1,7 +1,7 @@
 //! Stages 2 and 3 on Kafka: `windows` (events → conversations) and `ledger`
 //! (conversations → billing), each with one RocksDB store per assigned partition.
 //!
-//! Batch protocol (DESIGN.md "Delivery guarantee"):
+//! Batch protocol (README.md "Delivery guarantee"):
 //! 1. poll up to `batch_max` records; apply them to their partition's stage;
 //! 2. produce the outputs and wait for every acknowledgement;
 //! 3. changelog the state changes (with the input offset) and wait for acknowledgement;
@@ -598,7 +598,7 @@ fn emit_windows(
     h: &StageHandles,
 ) -> Result<(), KafkaRunError> {
     let now = std::time::SystemTime::now();
-    for c in wout.opened.drain(..) {
+    for (c, _position) in wout.opened.drain(..) {
         h.produced.inc();
         h.output_latency(c.opened_at, now);
         buf.clear();
@@ -619,7 +619,7 @@ fn emit_windows(
             source,
             partition,
             &r,
-            DeadLetterReason::UnsupportedEra,
+            r.class.into(),
             &framings.dead_letter,
         )?;
     }
@@ -776,7 +776,7 @@ pub fn run_ledger(
                 )?,
                 Ok(c) => {
                     let backend: &dyn Backend = &t.store.backend;
-                    t.stage.push(Some(backend), c, &mut lout)?;
+                    t.stage.push(Some(backend), c, m.offset().max(0) as u64, &mut lout)?;
                 }
             }
             emit_ledger(
@@ -896,7 +896,7 @@ fn emit_ledger(
             source,
             partition,
             &r,
-            DeadLetterReason::Unpriceable,
+            r.class.into(),
             &framings.dead_letter,
         )?;
     }

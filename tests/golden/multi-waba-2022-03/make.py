@@ -111,7 +111,7 @@ def rec(waba, pnid, user, origin, opened, hours, month, mid, country, market, fr
     price = Decimal(0) if (free or not billable) else Decimal(rate)
     billed = (price * (1 + Decimal(markup) / 100)).normalize()
     fmt = lambda d: "0" if d == 0 else str(d.normalize())
-    return {"conversation_id": cid(pnid, user, o), "waba_id": waba, "phone_number_id": pnid, "user": user,
+    return {"kind": "conversation", "conversation_id": cid(pnid, user, o), "waba_id": waba, "phone_number_id": pnid, "user": user,
             "era": "cbp-2022", "origin": origin,
             "opened_at": opened, "expires_at": datetime.fromtimestamp(o + hours * 3600, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "month": month, "opening_message_id": mid, "country": country, "market": market,
