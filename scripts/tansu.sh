@@ -47,7 +47,7 @@ start)
       --storage-engine "$url" >>"$DIR/tansu.log" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
   )
-  # Wait for the port, then add the index Tansu's SQLite schema lacks (see DESIGN.md).
+  # Wait for the port, then add the index Tansu's SQLite schema lacks (every fetch scans the table without it; README "Decisions and limits").
   for _ in $(seq 1 300); do
     if ! running; then
       echo "tansu exited; log:" >&2

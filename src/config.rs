@@ -17,7 +17,7 @@ pub const DEFAULT_FREE_TIER: u32 = 1000;
 pub const DEFAULT_CURRENCY: &str = "USD";
 /// Meta batches at most 1,000 updates per POST; 4 MiB is far above any real payload.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 << 20;
-/// SPEC §3 rule 7: Meta retries for 36 h; keep dedupe memory at least 7 days.
+/// docs/billing-rules.md §8: Meta retries for 36 h; keep dedupe memory at least 7 days.
 pub const DEFAULT_DEDUPE_HORIZON_SECS: u64 = 7 * 24 * 3600;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -319,7 +319,7 @@ pub struct WabaConfig {
     #[serde(default)]
     pub currency: Option<String>,
     /// First WABA-local day on which authentication templates to users abroad open
-    /// `authentication_international` conversations (SPEC §4 rule 3), `YYYY-MM-DD`.
+    /// `authentication_international` conversations (docs/billing-rules.md §4 rule 3), `YYYY-MM-DD`.
     #[serde(default)]
     pub auth_international_from: Option<String>,
     /// Countries (ISO 3166 alpha-2) whose users never get authentication-international
@@ -522,14 +522,14 @@ pub struct WabaProfile {
     pub markup_percent: Decimal,
     pub free_tier: u32,
     pub currency: String,
-    /// SPEC §4 rule 3: the instant (WABA-local midnight) from which authentication
+    /// docs/billing-rules.md §4 rule 3: the instant (WABA-local midnight) from which authentication
     /// templates to users abroad bill as international; `None`: never.
     pub auth_international_from: Option<crate::billing::Ts>,
     pub auth_international_exclude: Vec<Country>,
 }
 
 impl WabaProfile {
-    /// The WABA's part of SPEC §4 rule 3 at `ts` for a user of `country` (the rate card's
+    /// The WABA's part of docs/billing-rules.md §4 rule 3 at `ts` for a user of `country` (the rate card's
     /// part is asked by the caller).
     pub fn auth_international_applies(&self, ts: crate::billing::Ts, country: Country) -> bool {
         self.auth_international_from.is_some_and(|from| ts >= from)

@@ -1,4 +1,4 @@
-//! `wabill run`: the Kafka topology (DESIGN.md "Shape").
+//! `wabill run`: the Kafka topology (README.md "Topology").
 //!
 //! ```text
 //! webhooks ─► ingest ─► events (key: user) ─► windows ─► conversations (key: WABA) ─► ledger ─► billing (key: WABA)

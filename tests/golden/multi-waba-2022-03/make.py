@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Builds input.jsonl and expected.jsonl for this golden case.
 
-The expected records are written here from the rules (SPEC §3, the sample rate card),
+The expected records are written here from the rules (docs/billing-rules.md §3, the sample rate card),
 independently of the Rust code: every conversation below is reasoned out by hand in the
-comments, and the conversation ids are computed with SHA-256 as SPEC §8 / billing/ids.rs
+comments, and the conversation ids are computed with SHA-256 as docs/billing-rules.md §10 / billing/ids.rs
 define them. Run `python3 make.py` after changing the scenario, and review the diff.
 """
 import hashlib, json, struct
