@@ -1235,3 +1235,29 @@ proptest! {
         }
     }
 }
+
+/// A conversation the rate card cannot price is a ledger dead letter that names the line
+/// of the delivery that opened it (it used to say position 0), with the card's reason, and
+/// takes no free tier; the rest of the file is billed as without it.
+#[test]
+fn unpriceable_conversation_names_the_line_of_its_delivery() {
+    // 2022-01-15: before the sample card's first rows (2022-02-01); billed as cbp-2022
+    // (docs/billing-rules.md §2), which the card cannot price.
+    let jan = 1_642_204_800;
+    let mut lines = vec![
+        status("16505550901", "wamid.jan", "sent", jan),
+        status("16505550901", "wamid.jan", "delivered", jan + 1),
+    ];
+    lines.extend(good_lines());
+    let b = replay_lines(&lines, NO_CONFIG);
+    assert_dead(
+        &b,
+        &lines,
+        vec![engine_err(
+            2,
+            &["cannot price", "no rate card row", "2022-01-15"],
+            "wamid.jan",
+        )],
+    );
+    assert_same_records(&b, &good_lines(), NO_CONFIG);
+}

@@ -489,3 +489,24 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::RejectClass;
+
+    #[test]
+    fn rejections_carry_their_metric_class() {
+        // The class is decided where the rejection is made, not guessed from the stage.
+        let label = |c| DeadLetterReason::from(c).label();
+        assert_eq!(label(RejectClass::UnsupportedEra), "unsupported_era");
+        assert_eq!(label(RejectClass::UnknownCategory), "unknown_category");
+        assert_eq!(label(RejectClass::Unpriceable), "unpriceable");
+        for r in DeadLetterReason::ALL {
+            assert_eq!(
+                DeadLetterReason::ALL.iter().filter(|o| o.label() == r.label()).count(),
+                1
+            );
+        }
+    }
+}
