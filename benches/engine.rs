@@ -469,32 +469,27 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(|| events.clone(), |evs| run_engine(&s, evs), BatchSize::PerIteration)
     });
 
-    g.bench_function("replay_path_rocksdb", |b| {
-        b.iter_batched(
-            || tempfile::tempdir().unwrap(),
-            |dir| {
-                run_replay(&s, &lines, dir.path());
-                dir
-            },
-            BatchSize::PerIteration,
-        )
-    });
-
-    // The cbp-2023 month: its own element count (send-log records are events too).
+    // The replay path on the cbp-2022 month, then on the cbp-2023 month (its own element
+    // count: send-log records are events too).
     let lines_2023 = month_lines_cbp2023();
     let n_2023 = normalise(&lines_2023).len() as u64;
     eprintln!("cbp-2023 bench traffic: {} lines, {} events", lines_2023.len(), n_2023);
-    g.throughput(Throughput::Elements(n_2023));
-    g.bench_function("replay_path_rocksdb_cbp2023", |b| {
-        b.iter_batched(
-            || tempfile::tempdir().unwrap(),
-            |dir| {
-                run_replay(&s, &lines_2023, dir.path());
-                dir
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    for (name, month, n) in [
+        ("replay_path_rocksdb", &lines, n_events),
+        ("replay_path_rocksdb_cbp2023", &lines_2023, n_2023),
+    ] {
+        g.throughput(Throughput::Elements(n));
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || tempfile::tempdir().unwrap(),
+                |dir| {
+                    run_replay(&s, month, dir.path());
+                    dir
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     g.throughput(Throughput::Elements(n_events));
 
     let (arrival, names) = floor_events(&events);

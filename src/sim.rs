@@ -486,11 +486,11 @@ fn payload(out: &mut String, evs: &[Ev], batch: &[usize], users: &[(String, u64,
                 // Category eras: Meta's pricing category (here the message's own category;
                 // for a free-form message inside a template conversation Meta names the
                 // conversation's, which joins the same conversation, docs/billing-rules.md §9).
-                let cat = k.kind.category();
-                let (origin, category) = if k.priced {
-                    (cat, format!(r#","category":"{cat}""#))
+                let origin = k.kind.category();
+                let category = if k.priced {
+                    format!(r#","category":"{origin}""#)
                 } else {
-                    (cat, String::new())
+                    String::new()
                 };
                 let _ = write!(
                     out,

@@ -28,7 +28,7 @@ fn setup(free_tier: u32) -> (Config, Setup) {
 }
 
 fn traffic(seed: u64, events: u64, users: u64, days: i64) -> Vec<MessageEvent> {
-    let cfg = SimConfig {
+    normalised(&SimConfig {
         seed,
         events,
         users,
@@ -36,18 +36,34 @@ fn traffic(seed: u64, events: u64, users: u64, days: i64) -> Vec<MessageEvent> {
         days,
         max_disorder_secs: 0,
         ..SimConfig::default()
-    };
+    })
+}
+
+/// Generated traffic, normalised; the generator's traffic is always clean.
+fn normalised(cfg: &SimConfig) -> Vec<MessageEvent> {
     let mut norm = Normaliser::new(None, 4 << 20);
     let mut evs = Vec::new();
     let mut bad = Vec::new();
-    sim::generate(&cfg, |line| {
+    sim::generate(cfg, |line| {
         norm.normalise(line, &mut evs, &mut bad).unwrap();
     });
     assert!(bad.is_empty(), "simulated traffic is clean: {bad:?}");
     evs
 }
 
+/// Billed records (none may be rejected).
 fn run(setup: &Setup, events: impl IntoIterator<Item = MessageEvent>) -> Vec<ConversationBilled> {
+    let (billed, rejected) = run_all(setup, events);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    billed
+}
+
+/// Billed records, sorted, and the rejections, with a checkpoint (memory purge) every
+/// 997 events.
+fn run_all(
+    setup: &Setup,
+    events: impl IntoIterator<Item = MessageEvent>,
+) -> (Vec<ConversationBilled>, Vec<wabill::pipeline::Rejected>) {
     let mut engine = Engine::new(setup, None);
     let mut billed = Vec::new();
     let mut rejected = Vec::new();
@@ -58,9 +74,8 @@ fn run(setup: &Setup, events: impl IntoIterator<Item = MessageEvent>) -> Vec<Con
         }
     }
     engine.finish(&mut billed, &mut rejected).unwrap();
-    assert!(rejected.is_empty(), "{rejected:?}");
     billed.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-    billed
+    (billed, rejected)
 }
 
 /// Effective end of each conversation: its expiry, or the opening of a free entry point
@@ -294,7 +309,7 @@ fn reused_state_dir_continues_from_its_state() {
 const ERA_STARTS: [i64; 2] = [1_685_318_400, 1_730_160_000];
 
 fn era_traffic(seed: u64, start: i64, events: u64, users: u64) -> Vec<MessageEvent> {
-    let cfg = SimConfig {
+    normalised(&SimConfig {
         seed,
         events,
         users,
@@ -304,28 +319,7 @@ fn era_traffic(seed: u64, start: i64, events: u64, users: u64) -> Vec<MessageEve
         max_disorder_secs: 0,
         send_log: true,
         ..SimConfig::default()
-    };
-    let mut norm = Normaliser::new(None, 4 << 20);
-    let mut evs = Vec::new();
-    let mut bad = Vec::new();
-    sim::generate(&cfg, |line| {
-        norm.normalise(line, &mut evs, &mut bad).unwrap();
-    });
-    assert!(bad.is_empty(), "simulated traffic is clean: {bad:?}");
-    evs
-}
-
-/// Billed records and the dead letters' positions.
-fn run_all(setup: &Setup, events: &[MessageEvent]) -> (Vec<ConversationBilled>, Vec<wabill::pipeline::Rejected>) {
-    let mut engine = Engine::new(setup, None);
-    let mut billed = Vec::new();
-    let mut rejected = Vec::new();
-    for (i, ev) in events.iter().enumerate() {
-        engine.push(ev.clone(), i as u64, &mut billed, &mut rejected).unwrap();
-    }
-    engine.finish(&mut billed, &mut rejected).unwrap();
-    billed.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-    (billed, rejected)
+    })
 }
 
 /// The scope slot a conversation occupies (docs/billing-rules.md §4 rule 1): the pair for `cbp-2022`
@@ -377,7 +371,7 @@ proptest! {
     fn multi_era_scopes_and_deliveries(seed in any::<u64>(), which in 0usize..2) {
         let s = multi_era_setup();
         let evs = era_traffic(seed, ERA_STARTS[which], 2500, 50);
-        let (billed, rejected) = run_all(&s, &evs);
+        let (billed, rejected) = run_all(&s, evs.iter().cloned());
         prop_assert!(!billed.is_empty());
         let mut pairs: BTreeMap<(String, String), Vec<&ConversationBilled>> = BTreeMap::new();
         for b in &billed {
@@ -455,13 +449,13 @@ proptest! {
         let s = multi_era_setup();
         let mut evs = era_traffic(seed, ERA_STARTS[which], 2000, 40);
         evs.sort_by_key(|e| e.ts);
-        let (reference, ref_dead) = run_all(&s, &evs);
+        let (reference, ref_dead) = run_all(&s, evs.iter().cloned());
         let mut rng = Rng::new(shuffle_seed);
         let mut keyed: Vec<(i64, u64, MessageEvent)> =
             evs.into_iter().map(|e| (e.ts + rng.range(0, LATENESS + 1), rng.next_u64(), e)).collect();
         keyed.sort_by_key(|k| (k.0, k.1));
         let shuffled: Vec<MessageEvent> = keyed.into_iter().map(|k| k.2).collect();
-        let (again, dead) = run_all(&s, &shuffled);
+        let (again, dead) = run_all(&s, shuffled);
         prop_assert_eq!(again, reference);
         prop_assert_eq!(dead.len(), ref_dead.len());
     }

@@ -34,6 +34,15 @@ fn be(v: i64) -> [u8; 8] {
     v.to_be_bytes()
 }
 
+/// A store-wide format marker as a later wabill could write it: `header` is the value's
+/// own version byte, `format` the store format it names.
+fn marker(header: u8, format: i64) -> (&'static str, Vec<u8>, Vec<u8>) {
+    let mut v = vec![header];
+    v.extend_from_slice(&be(i64::MAX));
+    v.extend_from_slice(&be(format));
+    ("meta", b"state.format_version".to_vec(), v)
+}
+
 fn replay_into(state: &std::path::Path, lines: &[String]) -> Result<Vec<serde_json::Value>, String> {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
@@ -100,20 +109,14 @@ fn a_format_1_state_directory_loads_and_billing_continues() {
 fn a_state_directory_of_a_newer_wabill_fails_at_start_up_naming_its_format() {
     let state = tempfile::tempdir().unwrap();
     // Format 3 marker: version byte 3, then whatever a newer wabill writes.
-    let mut marker = vec![3u8];
-    marker.extend_from_slice(&be(i64::MAX));
-    marker.extend_from_slice(&be(3));
-    write_raw(state.path(), &[("meta", b"state.format_version".to_vec(), marker)]);
+    write_raw(state.path(), &[marker(3, 3)]);
     let err = replay_into(state.path(), &reply(USER, "wamid.x", T0)).expect_err("must not start");
     assert!(err.contains("state format 3"), "{err}");
     assert!(err.contains("newer wabill"), "{err}");
 
     // A marker in the current layout naming a newer format fails the same way.
     let state = tempfile::tempdir().unwrap();
-    let mut marker = vec![2u8];
-    marker.extend_from_slice(&be(i64::MAX));
-    marker.extend_from_slice(&be(7));
-    write_raw(state.path(), &[("meta", b"state.format_version".to_vec(), marker)]);
+    write_raw(state.path(), &[marker(2, 7)]);
     let err = replay_into(state.path(), &reply(USER, "wamid.x", T0)).expect_err("must not start");
     assert!(err.contains("state format 7"), "{err}");
 }

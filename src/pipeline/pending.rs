@@ -56,19 +56,16 @@ impl PendingJournal {
     }
 }
 
+pub use crate::state::codec::read_meta_i64;
+
 /// Meta entry holding one i64 (stream time, watermarks, offsets), versioned like every
 /// stored value (`state::codec`).
 pub fn meta_i64(set: &mut WriteSet, key: &str, v: i64) {
-    let mut b = Vec::with_capacity(17);
-    crate::state::codec::put_header(&mut b, NEVER);
-    b.extend_from_slice(&v.to_be_bytes());
-    set.put(Family::Meta, key.as_bytes(), Some(&b));
-}
-
-/// Reads a meta i64 of any readable format.
-pub fn read_meta_i64(bytes: &[u8]) -> Option<i64> {
-    let v = crate::state::codec::split_value(bytes).ok()?;
-    Some(i64::from_be_bytes(v.payload.get(..8)?.try_into().ok()?))
+    set.put(
+        Family::Meta,
+        key.as_bytes(),
+        Some(&crate::state::codec::meta_i64_value(v)),
+    );
 }
 
 /// Splits a pending value into (seq from key, state format, payload after the version and

@@ -75,6 +75,21 @@ pub fn split_value(b: &[u8]) -> Result<Versioned<'_>, FormatError> {
     }
 }
 
+/// A meta value holding one i64 (stream time, watermarks, offsets, the format marker):
+/// never expires.
+pub fn meta_i64_value(v: i64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(17);
+    put_header(&mut b, Ts::MAX);
+    b.extend_from_slice(&v.to_be_bytes());
+    b
+}
+
+/// Reads a meta i64 of any readable format.
+pub fn read_meta_i64(bytes: &[u8]) -> Option<i64> {
+    let v = split_value(bytes).ok()?;
+    Some(i64::from_be_bytes(v.payload.get(..8)?.try_into().ok()?))
+}
+
 /// Reads the expiry of any stored value (for the compaction filter); `None` keeps it.
 pub fn expiry_of(bytes: &[u8]) -> Option<Ts> {
     split_value(bytes).ok().map(|v| v.expires_at)

@@ -82,7 +82,7 @@ impl RocksBackend {
     /// with this wabill's format (its values say their own format, so an older store's
     /// values are still read one by one).
     fn check_format(&self, path: &Path) -> Result<(), StoreError> {
-        use super::codec::{put_header, split_value, FORMAT_VERSION, OLDEST_READABLE};
+        use super::codec::{meta_i64_value, read_meta_i64, split_value, FormatError, FORMAT_VERSION, OLDEST_READABLE};
         let cf = self.cf(Family::Meta)?;
         let newer = |found: i64| StoreError::NewerFormat {
             path: path.display().to_string(),
@@ -91,15 +91,11 @@ impl RocksBackend {
             current: FORMAT_VERSION,
         };
         if let Some(v) = self.db.get_cf(cf, FORMAT_KEY)? {
+            // A marker whose own header is from a newer wabill names that version;
+            // an unreadable one is treated as newer than anything this wabill knows.
             let found = match split_value(&v) {
-                Ok(parts) => parts
-                    .payload
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(i64::from_be_bytes)
-                    .unwrap_or(i64::MAX),
-                Err(super::codec::FormatError::Newer { found }) => i64::from(found),
-                Err(_) => i64::MAX,
+                Err(FormatError::Newer { found }) => i64::from(found),
+                _ => read_meta_i64(&v).unwrap_or(i64::MAX),
             };
             if found > i64::from(FORMAT_VERSION) {
                 return Err(newer(found));
@@ -108,10 +104,8 @@ impl RocksBackend {
                 return Ok(());
             }
         }
-        let mut b = Vec::with_capacity(17);
-        put_header(&mut b, Ts::MAX);
-        b.extend_from_slice(&i64::from(FORMAT_VERSION).to_be_bytes());
-        self.db.put_cf(cf, FORMAT_KEY, b)?;
+        self.db
+            .put_cf(cf, FORMAT_KEY, meta_i64_value(i64::from(FORMAT_VERSION)))?;
         Ok(())
     }
 
