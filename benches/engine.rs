@@ -39,6 +39,7 @@ use wabill::config::{Config, Profiles};
 use wabill::ingest::{MessageEvent, Normaliser};
 use wabill::pipeline::engine::{Engine, Setup, PURGE_MARGIN};
 use wabill::pipeline::reorder::Admit;
+use wabill::pipeline::Unit;
 use wabill::sim::{self, SimConfig};
 use wabill::state::RocksBackend;
 use wabill::state::WriteSet;
@@ -279,7 +280,7 @@ impl FloorState {
                 };
                 match Cbp2022.on_delivery(s, &delivery) {
                     DeliveryDecision::Opened(c) => Some(c),
-                    DeliveryDecision::Joined(_) | DeliveryDecision::NeedsKind => None,
+                    DeliveryDecision::Joined(_) | DeliveryDecision::NeedsKind | DeliveryDecision::Message(_) => None,
                 }
             }
             _ => None,
@@ -352,7 +353,9 @@ fn run_floor_full(arrival: &[FloorEvent], names: &FloorNames, s: &Setup) -> usiz
                 country: src.country,
                 late,
             };
-            ledger.push(None, opened, u64::from(e.src), lout).unwrap();
+            ledger
+                .push(None, Unit::Conversation(opened), u64::from(e.src), lout)
+                .unwrap();
         }
     };
     for e in arrival {

@@ -14,6 +14,8 @@ use crate::ingest::OnPremises;
 
 pub const DEFAULT_LATENESS_SECS: u64 = 120;
 pub const DEFAULT_FREE_TIER: u32 = 1000;
+/// docs/billing-rules.md §6 rule 3: service messages free per business number and month.
+pub const DEFAULT_SERVICE_FREE_TIER: u32 = 1000;
 pub const DEFAULT_CURRENCY: &str = "USD";
 /// Meta batches at most 1,000 updates per POST; 4 MiB is far above any real payload.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 << 20;
@@ -34,6 +36,9 @@ pub struct Config {
     pub state_cache_entries: usize,
     #[serde(default)]
     pub waba: Vec<WabaConfig>,
+    /// Volume tiers CSV (docs/billing-rules.md §6 rule 5); `--tiers` overrides it.
+    #[serde(default)]
+    pub tiers: Option<std::path::PathBuf>,
     #[serde(default)]
     pub on_premises: Option<OnPremisesConfig>,
     /// `wabill run` only.
@@ -326,6 +331,14 @@ pub struct WabaConfig {
     /// rates from this WABA: its own country.
     #[serde(default)]
     pub auth_international_exclude: Vec<String>,
+    /// Business portfolio the WABA belongs to: volume tiers count across a portfolio's
+    /// WABAs (docs/billing-rules.md §6 rule 5). Default: the WABA's own id.
+    #[serde(default)]
+    pub portfolio: Option<String>,
+    /// `pmp-2026-10`: service messages free per business number and WABA-local month
+    /// (docs/billing-rules.md §6 rule 3). Default 1000; 0 turns it off.
+    #[serde(default)]
+    pub service_free_tier: Option<u32>,
 }
 
 /// Payloads without the Cloud API envelope carry no WABA or number: they come from here.
@@ -371,6 +384,8 @@ pub enum ConfigError {
     HorizonTooShort,
     #[error("waba {id}: auth_international_from {value:?} is not a date (YYYY-MM-DD)")]
     AuthInternationalFrom { id: String, value: String },
+    #[error("waba {0}: portfolio is empty (leave it out to use the WABA's own id)")]
+    Portfolio(String),
     #[error("waba {id}: auth_international_exclude entry {value:?} is not an ISO 3166 alpha-2 country code")]
     AuthInternationalExclude { id: String, value: String },
 }
@@ -492,8 +507,15 @@ impl Config {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let portfolio = match w.portfolio.as_deref().map(str::trim) {
+                None => w.id.clone(),
+                Some("") => return Err(ConfigError::Portfolio(w.id.clone())),
+                Some(p) => p.to_string(),
+            };
             let p = WabaProfile {
                 id: w.id.clone(),
+                portfolio,
+                service_free_tier: w.service_free_tier.unwrap_or(DEFAULT_SERVICE_FREE_TIER),
                 time_zone: tz,
                 calendar: EraCalendar::new(&tz),
                 markup_percent: markup,
@@ -517,6 +539,11 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct WabaProfile {
     pub id: String,
+    /// The business portfolio (the WABA's own id unless configured; empty in the shared
+    /// default profile: use `Profiles::portfolio_of`).
+    pub portfolio: String,
+    /// Free service messages per business number and month in `pmp-2026-10`.
+    pub service_free_tier: u32,
     pub time_zone: Tz,
     pub calendar: EraCalendar,
     pub markup_percent: Decimal,
@@ -539,6 +566,8 @@ impl WabaProfile {
     pub fn default_for(id: &str) -> Self {
         WabaProfile {
             id: id.to_string(),
+            portfolio: id.to_string(),
+            service_free_tier: DEFAULT_SERVICE_FREE_TIER,
             time_zone: chrono_tz::UTC,
             calendar: EraCalendar::new(&chrono_tz::UTC),
             markup_percent: Decimal::ZERO,
@@ -560,6 +589,14 @@ pub struct Profiles {
 impl Profiles {
     pub fn get(&self, waba_id: &str) -> &WabaProfile {
         self.by_id.get(waba_id).map(|p| p.as_ref()).unwrap_or(&self.default)
+    }
+
+    /// The business portfolio of a WABA: configured, else the WABA's own id.
+    pub fn portfolio_of<'a>(&'a self, waba_id: &'a str) -> &'a str {
+        match self.by_id.get(waba_id) {
+            Some(p) => &p.portfolio,
+            None => waba_id,
+        }
     }
     pub fn default_profiles() -> Profiles {
         Profiles {

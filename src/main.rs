@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use wabill::billing::statement::render;
-use wabill::billing::{MarketMap, RateCard};
+use wabill::billing::{MarketMap, RateCard, VolumeTiers};
 use wabill::config::Config;
 use wabill::ops::{init_logging, LogFormat};
 use wabill::pipeline::engine::Setup;
@@ -56,6 +56,11 @@ enum Command {
         /// Country → market mapping (CSV). Default: the bundled mapping.
         #[arg(long)]
         markets: Option<PathBuf>,
+        /// Volume tiers (CSV: effective_from,market,currency,category,from,to,rate);
+        /// overrides the config's `tiers`. Default: the bundled SAMPLE bands with the
+        /// bundled card, none with a card of your own.
+        #[arg(long)]
+        tiers: Option<PathBuf>,
         /// RocksDB state directory. Default: a temporary directory removed at exit.
         /// Reusing a directory continues from its state.
         #[arg(long)]
@@ -88,6 +93,11 @@ enum Command {
         /// Country → market mapping (CSV). Default: the bundled mapping.
         #[arg(long)]
         markets: Option<PathBuf>,
+        /// Volume tiers (CSV: effective_from,market,currency,category,from,to,rate);
+        /// overrides the config's `tiers`. Default: the bundled SAMPLE bands with the
+        /// bundled card, none with a card of your own.
+        #[arg(long)]
+        tiers: Option<PathBuf>,
         /// Address of /metrics, /healthz and /readyz (overrides `[http] addr`); empty
         /// turns the endpoint off.
         #[arg(long)]
@@ -172,7 +182,12 @@ fn main() {
     }
 }
 
-fn load_setup(cfg: &Config, rates: Option<&std::path::Path>, markets: Option<&std::path::Path>) -> Result<Setup> {
+fn load_setup(
+    cfg: &Config,
+    rates: Option<&std::path::Path>,
+    markets: Option<&std::path::Path>,
+    tiers: Option<&std::path::Path>,
+) -> Result<Setup> {
     let card = match rates {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -187,7 +202,20 @@ fn load_setup(cfg: &Config, rates: Option<&std::path::Path>, markets: Option<&st
         }
         None => MarketMap::bundled(),
     };
-    Ok(Setup::new(cfg, card, market_map)?)
+    let volume_tiers = match tiers.or(cfg.tiers.as_deref()) {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            VolumeTiers::parse(&text).with_context(|| format!("{}", p.display()))?
+        }
+        // The sample bands go with the sample card only: a BSP's own card with the sample
+        // bands would misprice.
+        None if rates.is_none() => VolumeTiers::bundled_sample()?,
+        None => {
+            tracing::warn!("no volume tiers given (--tiers or `tiers`): every message is priced at the card's rate");
+            VolumeTiers::none()
+        }
+    };
+    Ok(Setup::new(cfg, card, market_map)?.with_tiers(volume_tiers))
 }
 
 /// SIGTERM/SIGINT set the shutdown flag: stages finish and persist their batch, then
@@ -237,6 +265,7 @@ fn run(cli: Cli) -> Result<()> {
             stages,
             rates,
             markets,
+            tiers,
             http_addr,
         } => {
             let mut cfg = kafka_config(config.as_deref(), brokers)?;
@@ -255,7 +284,7 @@ fn run(cli: Cli) -> Result<()> {
                     wabill::ops::http::HttpOptions::default(),
                 )?)
             };
-            let setup = load_setup(&cfg, rates.as_deref(), markets.as_deref())?;
+            let setup = load_setup(&cfg, rates.as_deref(), markets.as_deref(), tiers.as_deref())?;
             if rates.is_none() {
                 tracing::warn!("no --rates given: pricing with the bundled SAMPLE rate card (not Meta's prices)");
             }
@@ -300,7 +329,7 @@ fn run(cli: Cli) -> Result<()> {
             output,
         } => {
             let cfg = kafka_config(config.as_deref(), brokers)?;
-            let setup = load_setup(&cfg, None, None)?;
+            let setup = load_setup(&cfg, None, None, None)?;
             let records = wabill::runtime::kafka::tools::read_billing(
                 &cfg,
                 std::time::Duration::from_secs(drained_after_secs),
@@ -310,9 +339,13 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(path) = &output {
                 replay::write_records(path, &records)?;
             }
-            let st = wabill::billing::statement::statements(&records, |waba, _month| {
-                (0, u64::from(setup.profiles.get(waba).free_tier))
-            });
+            // The counters live in the ledger's state, not on the topic: "used" is what the
+            // records show.
+            let st = wabill::billing::statement::statements(
+                &records,
+                |waba, _month| (0, u64::from(setup.profiles.get(waba).free_tier)),
+                |waba, _number, _month| (0, u64::from(setup.profiles.get(waba).service_free_tier)),
+            );
             let mut out = std::io::stdout().lock();
             out.write_all(render(&st).as_bytes())?;
             out.flush()?;
@@ -325,6 +358,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             rates,
             markets,
+            tiers,
             state_dir,
             summary,
             quiet,
@@ -333,7 +367,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
-            let setup = load_setup(&cfg, rates.as_deref(), markets.as_deref())?;
+            let setup = load_setup(&cfg, rates.as_deref(), markets.as_deref(), tiers.as_deref())?;
             if rates.is_none() && !quiet {
                 eprintln!("wabill: no --rates given: pricing with the bundled SAMPLE rate card (not Meta's prices)");
             }

@@ -17,8 +17,9 @@ use rust_decimal::Decimal;
 
 use wabill::billing::{Country, EraId, MessageKind, Origin, TemplateCategory};
 use wabill::codec::avro::{
-    decode_billed, decode_dead_letter, decode_event, decode_opened, encode_billed, encode_dead_letter, encode_event,
-    encode_opened, schema_text, split_framing, CodecError, DeadLetterRecord, Framing, Header, RecordKind,
+    decode_billed, decode_billing, decode_charged, decode_dead_letter, decode_delivered, decode_event, decode_opened,
+    decode_unit, encode_billed, encode_dead_letter, encode_event, encode_opened, schema_text, split_framing,
+    CodecError, DeadLetterRecord, Framing, Header, RecordKind,
 };
 use wabill::codec::registry::{self, RegistryError};
 use wabill::ingest::{EventKind, MessageEvent, MetaPricing, Referral, StatusKind};
@@ -484,6 +485,14 @@ proptest! {
                     RecordKind::ConversationOpened => { let _ = decode_opened(&b); }
                     RecordKind::ConversationBilled => { let _ = decode_billed(&b); }
                     RecordKind::DeadLetter => { let _ = decode_dead_letter(&b); }
+                    RecordKind::MessageDelivered => {
+                        let _ = decode_delivered(&b);
+                        let _ = decode_unit(&b, &|_| Some(RecordKind::MessageDelivered));
+                    }
+                    RecordKind::MessageCharged => {
+                        let _ = decode_charged(&b);
+                        let _ = decode_billing(&b, &|_| Some(RecordKind::MessageCharged));
+                    }
                 }
             }
         }

@@ -26,7 +26,9 @@ const S0: &str = "entry[0].changes[0].value.statuses[0]";
 const M0: &str = "entry[0].changes[0].value.messages[0]";
 const S0_PTR: &str = "/entry/0/changes/0/value/statuses/0";
 const M0_PTR: &str = "/entry/0/changes/0/value/messages/0";
-/// 2025-08-01T00:00:00Z: inside `pmp-2025-07`, which has no policy yet.
+/// 2025-08-01T00:00:00Z: inside `pmp-2025-07`, where every delivery's price depends on its
+/// kind (docs/billing-rules.md §6 rule 2), so a delivery with no send log and no
+/// `pricing.category` cannot be billed.
 const PMP_DAY: i64 = 1_754_006_400;
 const ON_PREMISES_CONFIG: &str = "[on_premises]\nwaba_id = \"1\"\nphone_number_id = \"2\"\n";
 
@@ -656,9 +658,10 @@ fn ten_megabyte_line_is_dead_lettered_and_the_next_line_is_billed() {
 }
 
 #[test]
-fn event_in_an_unsupported_era_is_dead_lettered_not_billed() {
+fn message_era_delivery_of_unknown_kind_is_dead_lettered_not_billed() {
     let mut lines = good_lines();
-    // Last in the file, so its timestamp cannot make the good events late.
+    // Last in the file, so its timestamp cannot make the good events late. No send log,
+    // no pricing object, no ad referral: rule 2 of docs/billing-rules.md §6 needs the kind.
     lines.push(status("16505550301", "wamid.era2025", "delivered", PMP_DAY));
     let b = replay_lines(&lines, NO_CONFIG);
     assert_dead(
@@ -666,11 +669,11 @@ fn event_in_an_unsupported_era_is_dead_lettered_not_billed() {
         &lines,
         vec![engine_err(
             lines.len() as u64,
-            &["era not supported yet", "pmp-2025-07"],
+            &["unknown message category", "pmp-2025-07"],
             "wamid.era2025",
         )],
     );
-    assert!(!b.records.iter().any(|r| r["opening_message_id"] == "wamid.era2025"));
+    assert!(!b.records.iter().any(|r| r["message_id"] == "wamid.era2025"));
     assert_same_records(&b, &good_lines(), NO_CONFIG);
 }
 
@@ -748,7 +751,7 @@ fn dead_letters_name_the_right_input_and_line_across_files() {
         &b_lines,
         vec![
             line_err(2, &["not valid JSON"]).input("b.jsonl"),
-            engine_err(3, &["era not supported yet"], "wamid.era.b").input("b.jsonl"),
+            engine_err(3, &["unknown message category"], "wamid.era.b").input("b.jsonl"),
         ],
     );
     let mut reference = good.clone();

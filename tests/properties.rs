@@ -12,7 +12,7 @@ use wabill::billing::{MarketMap, Origin, RateCard};
 use wabill::config::Config;
 use wabill::ingest::{EventKind, MessageEvent, Normaliser, StatusKind};
 use wabill::pipeline::engine::{Engine, Setup};
-use wabill::pipeline::ConversationBilled;
+use wabill::pipeline::{Billed, ConversationBilled};
 use wabill::sim::{self, Rng, SimConfig};
 
 const LATENESS: i64 = 120;
@@ -58,12 +58,28 @@ fn run(setup: &Setup, events: impl IntoIterator<Item = MessageEvent>) -> Vec<Con
     billed
 }
 
-/// Billed records, sorted, and the rejections, with a checkpoint (memory purge) every
-/// 997 events.
+/// The conversation records of `run_units` (traffic of the conversation eras).
 fn run_all(
     setup: &Setup,
     events: impl IntoIterator<Item = MessageEvent>,
 ) -> (Vec<ConversationBilled>, Vec<wabill::pipeline::Rejected>) {
+    let (billed, rejected) = run_units(setup, events);
+    let conversations = billed
+        .into_iter()
+        .map(|b| match b {
+            Billed::Conversation(c) => c,
+            Billed::Message(m) => panic!("a message charge in conversation-era traffic: {m:?}"),
+        })
+        .collect();
+    (conversations, rejected)
+}
+
+/// Billed records, sorted, and the rejections, with a checkpoint (memory purge) every
+/// 997 events.
+fn run_units(
+    setup: &Setup,
+    events: impl IntoIterator<Item = MessageEvent>,
+) -> (Vec<Billed>, Vec<wabill::pipeline::Rejected>) {
     let mut engine = Engine::new(setup, None);
     let mut billed = Vec::new();
     let mut rejected = Vec::new();

@@ -15,7 +15,23 @@ pub fn conversation_id(phone_number_id: &str, user: &str, category: &str, opened
         h.update(part.as_bytes());
     }
     h.update(opened_at.to_be_bytes());
-    let digest = h.finalize();
+    hex32(&h.finalize())
+}
+
+/// 32 hex characters over (business number, user, message id): a message charge's id
+/// (docs/billing-rules.md §8.2). A different domain tag from conversation ids, so the two
+/// kinds can never share an id.
+pub fn charge_id(phone_number_id: &str, user: &str, message_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"message-charge\0");
+    for part in [phone_number_id, user, message_id] {
+        h.update((part.len() as u32).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex32(&h.finalize())
+}
+
+fn hex32(digest: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(32);
     for b in &digest[..16] {
@@ -40,5 +56,9 @@ mod tests {
             conversation_id("12", "3", "", 0),
             "length prefix separates fields"
         );
+        let c = charge_id("106540352242922", "16505551234", "wamid.A");
+        assert_eq!(c.len(), 32);
+        assert_eq!(c, charge_id("106540352242922", "16505551234", "wamid.A"));
+        assert_ne!(c, charge_id("106540352242922", "16505551234", "wamid.B"));
     }
 }

@@ -4,6 +4,7 @@
 //! a hand-typed prefix list, so +1 876 is Jamaica and +1 242 the Bahamas. The market
 //! comes from a mapping file (`data/markets.csv`, shipped inside the binary).
 
+use chrono::NaiveDate;
 use phonenumber::metadata::DATABASE;
 use rustc_hash::FxHashMap;
 use thiserror::Error;
@@ -481,9 +482,14 @@ pub enum MarketMapError {
 }
 
 /// Country → market, from the mapping file. Countries not listed are in "Other".
+///
+/// Mappings change by date (docs/billing-rules.md §5): a row may carry an `effective_from`
+/// (WABA-local date); the row of a country in effect on the billed date applies, and a row
+/// without a date is in effect from the beginning.
 #[derive(Debug, Clone)]
 pub struct MarketMap {
-    by_country: FxHashMap<Country, String>,
+    /// Each country's rows, sorted by `effective_from` (`NaiveDate::MIN` when undated).
+    by_country: FxHashMap<Country, Vec<(NaiveDate, String)>>,
 }
 
 pub const OTHER_MARKET: &str = "Other";
@@ -497,42 +503,79 @@ impl MarketMap {
         })
     }
 
-    /// Parses `country,market` lines (header first; `#` comments allowed).
+    /// Parses `country,market[,effective_from]` lines (header first; `#` comments allowed;
+    /// a market name may be quoted).
     pub fn parse(text: &str) -> Result<Self, MarketMapError> {
-        let mut by_country = FxHashMap::default();
+        let mut by_country: FxHashMap<Country, Vec<(NaiveDate, String)>> = FxHashMap::default();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if i == 0 || line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (c, m) = line.split_once(',').ok_or_else(|| MarketMapError::Line {
-                line: i + 1,
-                reason: "expected `country,market`".into(),
-            })?;
-            let country = Country::new(c.trim()).ok_or_else(|| MarketMapError::Line {
-                line: i + 1,
-                reason: format!("{c:?} is not an ISO 3166 alpha-2 code"),
-            })?;
-            let market = m.trim().trim_matches('"').to_string();
-            if by_country.insert(country, market).is_some() {
-                return Err(MarketMapError::Line {
-                    line: i + 1,
-                    reason: format!("{country} listed twice"),
-                });
+            let bad = |reason: String| MarketMapError::Line { line: i + 1, reason };
+            let (c, rest) = line
+                .split_once(',')
+                .ok_or_else(|| bad("expected `country,market[,effective_from]`".into()))?;
+            let country =
+                Country::new(c.trim()).ok_or_else(|| bad(format!("{c:?} is not an ISO 3166 alpha-2 code")))?;
+            let (market, date) = split_market(rest);
+            let from = match date {
+                None => NaiveDate::MIN,
+                Some(d) => NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .map_err(|_| bad(format!("effective_from {d:?} is not YYYY-MM-DD")))?,
+            };
+            if market.is_empty() {
+                return Err(bad("empty market".into()));
             }
+            let rows = by_country.entry(country).or_default();
+            if rows.iter().any(|(f, _)| *f == from) {
+                return Err(bad(match date {
+                    None => format!("{country} listed twice"),
+                    Some(d) => format!("{country} listed twice from {d}"),
+                }));
+            }
+            rows.push((from, market));
+        }
+        for rows in by_country.values_mut() {
+            rows.sort();
         }
         Ok(MarketMap { by_country })
     }
 
-    pub fn market(&self, country: Country) -> &str {
-        self.by_country
-            .get(&country)
-            .map(String::as_str)
-            .unwrap_or(OTHER_MARKET)
+    /// The market of `country` on `date` (WABA-local).
+    pub fn market(&self, country: Country, date: NaiveDate) -> &str {
+        let Some(rows) = self.by_country.get(&country) else {
+            return OTHER_MARKET;
+        };
+        let idx = rows.partition_point(|(f, _)| *f <= date);
+        match idx.checked_sub(1) {
+            Some(i) => rows[i].1.as_str(),
+            None => OTHER_MARKET,
+        }
     }
 
-    pub fn markets(&self) -> impl Iterator<Item = &str> {
-        self.by_country.values().map(String::as_str)
+    /// Every row: (market, first date it is in effect; `NaiveDate::MIN` when undated).
+    pub fn markets(&self) -> impl Iterator<Item = (&str, NaiveDate)> {
+        self.by_country.values().flatten().map(|(f, m)| (m.as_str(), *f))
+    }
+}
+
+/// `market` or `"market"` then an optional `,effective_from`.
+fn split_market(rest: &str) -> (String, Option<&str>) {
+    let rest = rest.trim();
+    if let Some(q) = rest.strip_prefix('"') {
+        if let Some(end) = q.find('"') {
+            let date = q[end + 1..]
+                .trim()
+                .strip_prefix(',')
+                .map(str::trim)
+                .filter(|d| !d.is_empty());
+            return (q[..end].to_string(), date);
+        }
+    }
+    match rest.rsplit_once(',') {
+        Some((m, d)) => (m.trim().to_string(), Some(d.trim()).filter(|d| !d.is_empty())),
+        None => (rest.to_string(), None),
     }
 }
 
@@ -557,8 +600,8 @@ mod tests {
     #[test]
     fn markets_from_mapping_file() {
         let m = MarketMap::bundled();
-        assert_eq!(m.by_country.len(), 139);
-        let mk = |n: &str| m.market(resolve_uncached(n).unwrap().country).to_string();
+        let day = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let mk = |n: &str| m.market(resolve_uncached(n).unwrap().country, day).to_string();
         assert_eq!(mk("16505551234"), "North America");
         assert_eq!(mk("14165551234"), "North America");
         assert_eq!(mk("18765551234"), "Rest of Latin America");
@@ -578,6 +621,35 @@ mod tests {
         assert_eq!(mk("97433123456"), "Rest of Middle East");
         assert_eq!(mk("77012345678"), "Other"); // Kazakhstan shares +7 with Russia
         assert_eq!(mk("79161234567"), "Russia");
+    }
+
+    #[test]
+    fn dated_rows_switch_on_their_date() {
+        // docs/billing-rules.md §5: Singapore became its own market on 2026-07-01, Zimbabwe
+        // moved to Rest of Africa on 2025-10-01, Kazakhstan became standalone 2026-10-01.
+        let m = MarketMap::bundled();
+        let on = |n: &str, y, mo, d| {
+            m.market(
+                resolve_uncached(n).unwrap().country,
+                NaiveDate::from_ymd_opt(y, mo, d).unwrap(),
+            )
+            .to_string()
+        };
+        assert_eq!(on("6591234567", 2026, 6, 30), "Rest of Asia Pacific");
+        assert_eq!(on("6591234567", 2026, 7, 1), "Singapore");
+        assert_eq!(on("263771234567", 2025, 9, 30), "Other");
+        assert_eq!(on("263771234567", 2025, 10, 1), "Rest of Africa");
+        assert_eq!(on("77012345678", 2026, 9, 30), "Other");
+        assert_eq!(on("77012345678", 2026, 10, 1), "Kazakhstan");
+        let twice = MarketMap::parse("country,market,effective_from\nSG,A,2026-07-01\nSG,B,2026-07-01\n");
+        assert!(twice.is_err());
+        let bad = MarketMap::parse("country,market,effective_from\nSG,A,July\n");
+        assert!(bad.is_err());
+        let quoted = MarketMap::parse("country,market\nPL,\"Rest of Central & Eastern Europe\"\n").unwrap();
+        assert_eq!(
+            quoted.market(Country::new("PL").unwrap(), NaiveDate::MIN),
+            "Rest of Central & Eastern Europe"
+        );
     }
 
     /// `Matchers::resolve` equals the crate-only reference on every calling code, with

@@ -11,6 +11,7 @@
 //! era's rules) lives in `decide_delivery`, and only there.
 
 use super::era::{EraCalendar, EraId};
+use super::message::{MessageCategory, MessagePricing, MessageVerdict, PricingType};
 use super::origin::Origin;
 use super::time::{Ts, DAY};
 use super::window::{DeliveryDecision, OpenConversation, ScopeState, Slot};
@@ -81,6 +82,12 @@ pub trait EraPolicy: Sync {
 
     /// How the ledger prices a conversation of `origin` opened in this era.
     fn pricing(&self, origin: Origin) -> Pricing;
+
+    /// Whether service messages of this era take a business number's monthly free tier
+    /// (docs/billing-rules.md §6 rule 3).
+    fn has_service_free_tier(&self) -> bool {
+        false
+    }
 
     /// Whether some conversation of this era can take the monthly free tier.
     fn has_free_tier(&self) -> bool {
@@ -241,6 +248,110 @@ impl EraPolicy for CategoryEra {
     }
 }
 
+/// `pmp-2025-07` and `pmp-2026-10` (docs/billing-rules.md §6): every delivered business message
+/// is billed by itself. The pair's state still decides the free parts (a free entry point
+/// window, the customer service window); the ledger finishes the price with its counters.
+/// They differ in what is free outside a free entry point window.
+pub struct PerMessageEra {
+    era: EraId,
+    /// `pmp-2025-07`: utility templates inside the CSW and every non-template are free.
+    /// `pmp-2026-10`: templates are always charged; non-templates take the business
+    /// number's service free tier, then are charged.
+    csw_free: bool,
+}
+
+pub static PMP_2025_07: PerMessageEra = PerMessageEra {
+    era: EraId::Pmp2025_07,
+    csw_free: true,
+};
+pub static PMP_2026_10: PerMessageEra = PerMessageEra {
+    era: EraId::Pmp2026_10,
+    csw_free: false,
+};
+
+impl EraPolicy for PerMessageEra {
+    fn era(&self) -> EraId {
+        self.era
+    }
+
+    fn unit(&self) -> BillingUnit {
+        BillingUnit::Message
+    }
+
+    /// No conversation of a message era is ever billed (its free entry point windows are
+    /// state, not records).
+    fn id_category(&self, _origin: Origin) -> &'static str {
+        ""
+    }
+
+    /// A free entry point window of a message era is not a conversation a later delivery
+    /// "joins" without a record: every message era judges it itself (rule 1), so a window
+    /// opened in `pmp-2025-07` still frees messages delivered in `pmp-2026-10`.
+    fn joins(&self, _scope: &ScopeState, _open: &OpenConversation, _delivery: &Delivery<'_>) -> Join {
+        Join::DoesNot
+    }
+
+    fn on_delivery(&self, scope: &mut ScopeState, delivery: &Delivery<'_>) -> DeliveryDecision {
+        let d = delivery.d;
+        let free_entry_point = MessageVerdict {
+            category: MessageCategory::ReferralConversion,
+            pricing: MessagePricing::Free(PricingType::FreeEntryPoint),
+        };
+        // Rule 1: inside an open free entry point window, or opening one (72 h), whatever
+        // the message's kind.
+        if scope.fep_open_at(d).is_some() {
+            return DeliveryDecision::Message(free_entry_point);
+        }
+        if scope.fep_eligible(d) {
+            scope.open_fep(d, delivery.calendar.fep_duration(d), self.era, true);
+            return DeliveryDecision::Message(free_entry_point);
+        }
+        let verdict = match delivery.kind {
+            None => return DeliveryDecision::NeedsKind,
+            // Rules 2 and 3: non-template (service) messages.
+            Some(MessageKind::NonTemplate) => MessageVerdict {
+                category: MessageCategory::Service,
+                pricing: if self.csw_free {
+                    MessagePricing::Free(PricingType::FreeCustomerService)
+                } else {
+                    MessagePricing::ServiceFreeTierThenCharged
+                },
+            },
+            Some(MessageKind::Template(c)) => {
+                let category = match c {
+                    TemplateCategory::Marketing => MessageCategory::Marketing,
+                    TemplateCategory::MarketingLite => MessageCategory::MarketingLite,
+                    TemplateCategory::Utility => MessageCategory::Utility,
+                    // Rule 4: as docs/billing-rules.md §4 rule 3, per message.
+                    TemplateCategory::Authentication if (delivery.auth_international)() => {
+                        MessageCategory::AuthenticationInternational
+                    }
+                    TemplateCategory::Authentication => MessageCategory::Authentication,
+                };
+                let free = self.csw_free && category == MessageCategory::Utility && d < scope.csw_until;
+                MessageVerdict {
+                    category,
+                    pricing: if free {
+                        MessagePricing::Free(PricingType::FreeCustomerService)
+                    } else {
+                        MessagePricing::Charged
+                    },
+                }
+            }
+        };
+        DeliveryDecision::Message(verdict)
+    }
+
+    fn has_service_free_tier(&self) -> bool {
+        !self.csw_free
+    }
+
+    /// Message eras bill no conversation (and so have no conversation free tier).
+    fn pricing(&self, _origin: Origin) -> Pricing {
+        Pricing::NotBillable
+    }
+}
+
 /// Open conversations of the category slots (the pair slot holds no category).
 fn category_slots(scope: &ScopeState, d: Ts) -> impl Iterator<Item = OpenConversation> + '_ {
     Slot::ALL[1..].iter().filter_map(move |s| scope.open_in(*s, d))
@@ -252,6 +363,8 @@ static POLICIES: &[(EraId, &dyn EraPolicy)] = &[
     (EraId::Cbp2022, &Cbp2022),
     (EraId::Cbp2023, &CBP_2023),
     (EraId::Cbp2024_11, &CBP_2024_11),
+    (EraId::Pmp2025_07, &PMP_2025_07),
+    (EraId::Pmp2026_10, &PMP_2026_10),
 ];
 
 /// The implemented policy of an era, if any.

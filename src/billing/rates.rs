@@ -283,13 +283,17 @@ mod tests {
             Err(RateError::NoRow { .. })
         ));
         assert_eq!(r(Origin::FreeEntryPoint, date(2020, 1, 1)).unwrap(), Decimal::ZERO);
-        // Every market of the mapping file, plus Other, is on the sample card.
+        // Every market of the mapping file, plus Other, is on the sample card from the day
+        // the mapping first names it (dated rows: docs/billing-rules.md §5).
         let markets = crate::billing::market::MarketMap::bundled();
-        for m in markets.markets().chain(["Other"]) {
-            assert!(
-                card.rate("USD", m, Origin::UserInitiated, date(2022, 2, 1)).is_ok(),
-                "{m}"
-            );
+        for (m, from) in markets.markets().chain([("Other", NaiveDate::MIN)]) {
+            let day = from.max(date(2022, 2, 1));
+            let column = if day < date(2023, 6, 1) {
+                RateColumn::UserInitiated
+            } else {
+                RateColumn::Marketing
+            };
+            assert!(card.column_rate("USD", m, column, day).is_ok(), "{m} from {day}");
         }
     }
 

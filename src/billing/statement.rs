@@ -1,15 +1,40 @@
-//! Month statements (docs/billing-rules.md §10): per WABA and WABA-local month, conversations by origin
-//! (by category in the category eras), free tier used and left, and totals rounded
-//! half-even to the currency's minor unit.
+//! Month statements (docs/billing-rules.md §8.3): per WABA and WABA-local month, conversations
+//! by origin (by category in the category eras) and the WABA's free tier; messages by category
+//! and pricing type, each business number's service free tier, and the volume band the
+//! portfolio reached per market and tier counter; totals rounded half-even to the
+//! currency's minor unit.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use rust_decimal::Decimal;
 
+use super::message::{MessageCategory, PricingType, TierCounter};
 use super::money::round_total;
+use super::policy::BillingUnit;
 use super::{EraId, Origin};
-use crate::pipeline::ConversationBilled;
+use crate::pipeline::Billed;
+
+/// A business number's service free tier in a month (`pmp-2026-10`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceFreeTier {
+    /// Free service messages in this statement's records.
+    pub in_records: u64,
+    /// As the ledger counts them (may include earlier runs on the same state).
+    pub used: u64,
+    pub limit: u64,
+}
+
+/// The highest volume band a portfolio's charged messages reached in a (market, counter,
+/// month), over every WABA of the portfolio in the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BandReached {
+    pub band: String,
+    /// Lower bound of `band`, to compare bands.
+    pub from: u64,
+    /// Charged messages of the portfolio in the records for this (market, counter, month).
+    pub charged: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonthStatement {
@@ -28,6 +53,15 @@ pub struct MonthStatement {
     pub free_tier_used: u64,
     pub free_tier_limit: u64,
     pub late: u64,
+    /// Message charges (per-message eras).
+    pub messages: u64,
+    pub by_message: BTreeMap<(MessageCategory, PricingType), u64>,
+    /// Per business number with service messages in an era with a service free tier.
+    pub service_free: BTreeMap<String, ServiceFreeTier>,
+    /// The WABA's portfolio (when it has message charges).
+    pub portfolio: Option<String>,
+    /// Per (market, counter): the band the portfolio reached in this month.
+    pub bands: BTreeMap<(String, TierCounter), BandReached>,
     /// Exact sums; rounded only when shown.
     pub price_total: Decimal,
     pub billed_total: Decimal,
@@ -45,18 +79,27 @@ impl MonthStatement {
     }
 }
 
-/// Aggregates records; `free_tier` gives (used, limit) for a (WABA, month).
+/// Aggregates records. `free_tier` gives (used, limit) of a (WABA, month)'s conversation
+/// free tier; `service_free` (used, limit) of a (WABA, business number, month)'s service free
+/// tier.
 pub fn statements(
-    records: &[ConversationBilled],
+    records: &[Billed],
     mut free_tier: impl FnMut(&str, &str) -> (u64, u64),
+    mut service_free: impl FnMut(&str, &str, &str) -> (u64, u64),
 ) -> Vec<MonthStatement> {
     let mut map: BTreeMap<(String, String, String), MonthStatement> = BTreeMap::new();
+    // (portfolio, market, counter, month) → band reached.
+    let mut reached: BTreeMap<(String, String, TierCounter, String), BandReached> = BTreeMap::new();
     for r in records {
-        let key = (r.opened.waba_id.clone(), r.month.clone(), r.currency.clone());
+        let (waba, month, currency) = match r {
+            Billed::Conversation(c) => (&c.opened.waba_id, &c.month, &c.currency),
+            Billed::Message(m) => (&m.delivered.waba_id, &m.month, &m.currency),
+        };
+        let key = (waba.clone(), month.clone(), currency.clone());
         let s = map.entry(key).or_insert_with(|| MonthStatement {
-            waba_id: r.opened.waba_id.clone(),
-            month: r.month.clone(),
-            currency: r.currency.clone(),
+            waba_id: waba.clone(),
+            month: month.clone(),
+            currency: currency.clone(),
             eras: Vec::new(),
             conversations: 0,
             by_origin: BTreeMap::new(),
@@ -64,27 +107,88 @@ pub fn statements(
             free_tier_used: 0,
             free_tier_limit: 0,
             late: 0,
+            messages: 0,
+            by_message: BTreeMap::new(),
+            service_free: BTreeMap::new(),
+            portfolio: None,
+            bands: BTreeMap::new(),
             price_total: Decimal::ZERO,
             billed_total: Decimal::ZERO,
         });
-        s.conversations += 1;
-        if !s.eras.contains(&r.opened.era) {
-            s.eras.push(r.opened.era);
+        let (era, late, price, billed) = match r {
+            Billed::Conversation(c) => (c.opened.era, c.opened.late, c.price, c.billed_price),
+            Billed::Message(m) => (m.delivered.era, m.delivered.late, m.price, m.billed_price),
+        };
+        if !s.eras.contains(&era) {
+            s.eras.push(era);
             s.eras.sort();
         }
-        *s.by_origin.entry(r.opened.origin).or_default() += 1;
-        s.free_tier_in_records += u64::from(r.free_tier);
-        s.late += u64::from(r.opened.late);
-        s.price_total += r.price;
-        s.billed_total += r.billed_price;
+        s.late += u64::from(late);
+        s.price_total += price;
+        s.billed_total += billed;
+        match r {
+            Billed::Conversation(c) => {
+                s.conversations += 1;
+                *s.by_origin.entry(c.opened.origin).or_default() += 1;
+                s.free_tier_in_records += u64::from(c.free_tier);
+            }
+            Billed::Message(m) => {
+                let d = &m.delivered;
+                s.messages += 1;
+                s.portfolio = Some(m.portfolio.clone());
+                *s.by_message.entry((d.category, m.pricing_type)).or_default() += 1;
+                let has_service_tier =
+                    crate::billing::policy::policy_for(d.era).is_some_and(|p| p.has_service_free_tier());
+                if d.category == MessageCategory::Service && has_service_tier {
+                    let t = s.service_free.entry(d.phone_number_id.clone()).or_default();
+                    t.in_records += u64::from(m.pricing_type == PricingType::FreeCustomerService);
+                }
+                if let (Some(counter), true) = (d.category.tier_counter(), m.billable) {
+                    let k = (m.portfolio.clone(), m.market.clone(), counter, m.month.clone());
+                    let (label, from) = match &m.tier {
+                        Some(t) => (t.clone(), band_from(t)),
+                        None => ("untiered".to_string(), 0),
+                    };
+                    let e = reached.entry(k).or_insert(BandReached {
+                        band: label.clone(),
+                        from,
+                        charged: 0,
+                    });
+                    e.charged += 1;
+                    if from > e.from {
+                        e.band = label;
+                        e.from = from;
+                    }
+                }
+            }
+        }
     }
     let mut out: Vec<MonthStatement> = map.into_values().collect();
     for s in &mut out {
-        let (used, limit) = free_tier(&s.waba_id, &s.month);
-        s.free_tier_used = used.max(s.free_tier_in_records);
-        s.free_tier_limit = limit;
+        if s.conversations > 0 {
+            let (used, limit) = free_tier(&s.waba_id, &s.month);
+            s.free_tier_used = used.max(s.free_tier_in_records);
+            s.free_tier_limit = limit;
+        }
+        for (number, t) in &mut s.service_free {
+            let (used, limit) = service_free(&s.waba_id, number, &s.month);
+            t.used = used.max(t.in_records);
+            t.limit = limit;
+        }
+        if let Some(p) = &s.portfolio {
+            for ((portfolio, market, counter, month), b) in &reached {
+                if portfolio == p && *month == s.month {
+                    s.bands.insert((market.clone(), *counter), b.clone());
+                }
+            }
+        }
     }
     out
+}
+
+/// Lower bound of a `from:to` band label.
+fn band_from(label: &str) -> u64 {
+    label.split(':').next().and_then(|f| f.parse().ok()).unwrap_or(0)
 }
 
 /// Human-readable statement text.
@@ -103,28 +207,19 @@ pub fn render(statements: &[MonthStatement]) -> String {
             s.currency,
             eras.join(" + ")
         );
-        for (o, n) in &s.by_origin {
-            let _ = writeln!(t, "  {:<22}{:>10}", o.as_str(), n);
+        if s.conversations > 0 {
+            render_conversations(&mut t, s);
         }
-        let _ = writeln!(t, "  {:<22}{:>10}", "conversations", s.conversations);
-        let free_tier_era = s
-            .eras
-            .iter()
-            .any(|e| crate::billing::policy::policy_for(*e).is_some_and(|p| p.has_free_tier()));
-        if free_tier_era {
-            let _ = writeln!(
-                t,
-                "  {:<22}{:>10}  of {} (left {})",
-                "free tier used",
-                s.free_tier_used,
-                s.free_tier_limit,
-                s.free_tier_left()
-            );
-        } else {
-            let _ = writeln!(t, "  {:<22}{:>10}", "free tier", "none in this era");
+        if s.messages > 0 {
+            render_messages(&mut t, s);
         }
         if s.late > 0 {
-            let _ = writeln!(t, "  {:<22}{:>10}", "opened by late events", s.late);
+            let label = if s.messages == 0 {
+                "opened by late events"
+            } else {
+                "late units"
+            };
+            let _ = writeln!(t, "  {:<22}{:>10}", label, s.late);
         }
         let _ = writeln!(
             t,
@@ -143,6 +238,60 @@ pub fn render(statements: &[MonthStatement]) -> String {
         t.push('\n');
     }
     t
+}
+
+fn render_messages(t: &mut String, s: &MonthStatement) {
+    for ((category, pricing_type), n) in &s.by_message {
+        let label = format!("{} {}", category.as_str(), pricing_type.as_str());
+        let _ = writeln!(t, "  {label:<44}{n:>10}");
+    }
+    let _ = writeln!(t, "  {:<44}{:>10}", "messages", s.messages);
+    for (number, f) in &s.service_free {
+        let _ = writeln!(
+            t,
+            "  {:<44}{:>10}  of {} (left {})",
+            format!("service free tier, number {number}"),
+            f.used,
+            f.limit,
+            f.limit.saturating_sub(f.used)
+        );
+    }
+    if let Some(p) = &s.portfolio {
+        for ((market, counter), b) in &s.bands {
+            let _ = writeln!(
+                t,
+                "  {:<44}{:>10}  ({} charged in the portfolio)",
+                format!("band, portfolio {p}, {market} {}", counter.as_str()),
+                b.band,
+                b.charged
+            );
+        }
+    }
+}
+
+fn render_conversations(t: &mut String, s: &MonthStatement) {
+    {
+        for (o, n) in &s.by_origin {
+            let _ = writeln!(t, "  {:<22}{:>10}", o.as_str(), n);
+        }
+        let _ = writeln!(t, "  {:<22}{:>10}", "conversations", s.conversations);
+        let free_tier_era = s.eras.iter().any(|e| {
+            crate::billing::policy::policy_for(*e)
+                .is_some_and(|p| p.unit() == BillingUnit::Conversation && p.has_free_tier())
+        });
+        if free_tier_era {
+            let _ = writeln!(
+                t,
+                "  {:<22}{:>10}  of {} (left {})",
+                "free tier used",
+                s.free_tier_used,
+                s.free_tier_limit,
+                s.free_tier_left()
+            );
+        } else {
+            let _ = writeln!(t, "  {:<22}{:>10}", "free tier", "none in this era");
+        }
+    }
 }
 
 fn to_output_2(d: Decimal) -> String {

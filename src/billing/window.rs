@@ -13,6 +13,7 @@
 //! state and the primitives every policy shares. All pure functions of state and event time.
 
 use super::era::EraId;
+use super::message::MessageVerdict;
 use super::origin::Origin;
 use super::time::{Ts, DAY};
 use super::TemplateCategory;
@@ -131,6 +132,9 @@ pub enum DeliveryDecision {
     /// The decision depends on the message's kind (template of which category, or not),
     /// and it is unknown: nothing changed; the caller dead-letters the delivery.
     NeedsKind,
+    /// A per-message era billed the message itself (docs/billing-rules.md §6): what it is
+    /// billed as; the ledger finishes the price.
+    Message(MessageVerdict),
 }
 
 impl ScopeState {

@@ -36,9 +36,9 @@ use rust_decimal::Decimal;
 use thiserror::Error;
 
 use crate::billing::time::format_ts;
-use crate::billing::{Country, EraId, MessageKind, Origin, Ts};
+use crate::billing::{Country, EraId, MessageCategory, MessageKind, MessagePricing, Origin, PricingType, Ts};
 use crate::ingest::{EventKind, MessageEvent, MetaPricing, Referral, StatusKind};
-use crate::pipeline::{ConversationBilled, ConversationOpened};
+use crate::pipeline::{Billed, ConversationBilled, ConversationOpened, MessageCharged, MessageDelivered, Unit};
 
 /// First two bytes of an Avro single-object encoded record.
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -59,14 +59,20 @@ pub enum RecordKind {
     ConversationBilled,
     /// `io.wabill.v1.DeadLetter` (dead-letter topic).
     DeadLetter,
+    /// `io.wabill.v1.MessageDelivered` (conversations topic, per-message eras).
+    MessageDelivered,
+    /// `io.wabill.v1.MessageCharged` (billing topic, docs/billing-rules.md §8.2).
+    MessageCharged,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 4] = [
+    pub const ALL: [RecordKind; 6] = [
         RecordKind::MessageEvent,
         RecordKind::ConversationOpened,
         RecordKind::ConversationBilled,
         RecordKind::DeadLetter,
+        RecordKind::MessageDelivered,
+        RecordKind::MessageCharged,
     ];
 
     fn index(self) -> usize {
@@ -75,6 +81,8 @@ impl RecordKind {
             RecordKind::ConversationOpened => 1,
             RecordKind::ConversationBilled => 2,
             RecordKind::DeadLetter => 3,
+            RecordKind::MessageDelivered => 4,
+            RecordKind::MessageCharged => 5,
         }
     }
 
@@ -85,6 +93,8 @@ impl RecordKind {
             RecordKind::ConversationOpened => "io.wabill.v1.ConversationOpened",
             RecordKind::ConversationBilled => "io.wabill.v1.ConversationBilled",
             RecordKind::DeadLetter => "io.wabill.v1.DeadLetter",
+            RecordKind::MessageDelivered => "io.wabill.v1.MessageDelivered",
+            RecordKind::MessageCharged => "io.wabill.v1.MessageCharged",
         }
     }
 
@@ -99,6 +109,8 @@ impl RecordKind {
                 include_str!("../../schemas/conversation_billed.avsc")
             }
             RecordKind::DeadLetter => include_str!("../../schemas/dead_letter.avsc"),
+            RecordKind::MessageDelivered => include_str!("../../schemas/message_delivered.avsc"),
+            RecordKind::MessageCharged => include_str!("../../schemas/message_charged.avsc"),
         }
     }
 
@@ -289,6 +301,16 @@ pub enum CodecError {
     BadTimestamp { field: &'static str, value: String },
     #[error("{count} trailing byte(s) after the end of the {record} record")]
     TrailingBytes { record: &'static str, count: usize },
+    #[error("field {field}: unknown {what} {value:?}")]
+    BadSymbol {
+        field: &'static str,
+        what: &'static str,
+        value: String,
+    },
+    #[error("schema registry id {id} is none of {expected}")]
+    UnknownSchemaId { id: u32, expected: &'static str },
+    #[error("schema fingerprint {found:016x} is none of {expected}")]
+    NotOneOf { found: u64, expected: &'static str },
 }
 
 /// A record one stage could not process, as written to the dead-letter topic.
@@ -721,6 +743,21 @@ impl<'a> Reader<'a> {
     /// record of the current version (a missing field is then a truncation error), never
     /// for one of an earlier version, and under the Confluent framing (which names no
     /// version) when bytes remain — an earlier version's record ends before the field.
+    /// A string field holding one of a fixed set of spellings.
+    fn symbol<T>(
+        &mut self,
+        field: &'static str,
+        what: &'static str,
+        parse: fn(&str) -> Option<T>,
+    ) -> Result<T, CodecError> {
+        let s = self.str(field)?;
+        parse(s).ok_or_else(|| CodecError::BadSymbol {
+            field,
+            what,
+            value: excerpt(s),
+        })
+    }
+
     fn more(&self) -> bool {
         match self.current {
             Some(current) => current,
@@ -1041,6 +1078,216 @@ pub fn decode_billed(bytes: &[u8]) -> Result<ConversationBilled, CodecError> {
         billed_price,
         currency,
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// MessageDelivered, MessageCharged, and the topics that carry two record kinds
+
+pub fn encode_delivered(m: &MessageDelivered, framing: &Framing, out: &mut Vec<u8>) {
+    out.reserve(
+        SINGLE_OBJECT_HEADER_LEN
+            + 64
+            + m.charge_id.len()
+            + m.waba_id.len()
+            + m.phone_number_id.len()
+            + m.user.len()
+            + m.message_id.len(),
+    );
+    write_header(RecordKind::MessageDelivered, framing, out);
+    put_str(out, &m.charge_id);
+    put_str(out, &m.waba_id);
+    put_str(out, &m.phone_number_id);
+    put_str(out, &m.user);
+    put_str(out, m.era.as_str());
+    put_str(out, &m.message_id);
+    put_long(out, m.delivered_at);
+    put_str(out, m.country.as_str());
+    put_str(out, m.category.as_str());
+    put_str(out, m.pricing.as_str());
+    put_bool(out, m.late);
+}
+
+pub fn decode_delivered(bytes: &[u8]) -> Result<MessageDelivered, CodecError> {
+    let mut r = body_of(RecordKind::MessageDelivered, bytes)?;
+    let m = MessageDelivered {
+        charge_id: r.string("charge_id")?,
+        waba_id: r.string("waba_id")?,
+        phone_number_id: r.string("phone_number_id")?,
+        user: r.string("user")?,
+        era: r.era("era")?,
+        message_id: r.string("message_id")?,
+        delivered_at: r.long("delivered_at")?,
+        country: r.country("country")?,
+        category: r.symbol("category", "message category", MessageCategory::parse)?,
+        pricing: r.symbol("pricing", "message pricing", MessagePricing::parse)?,
+        late: r.bool("late")?,
+    };
+    r.finish(RecordKind::MessageDelivered.full_name())?;
+    Ok(m)
+}
+
+/// Appends `c` to `out`, framed, with the docs/billing-rules.md §8.2 fields in contract
+/// order — the same values as the JSON lines of `wabill replay` (`MessageCharged::to_out`).
+pub fn encode_charged(c: &MessageCharged, framing: &Framing, out: &mut Vec<u8>) {
+    let m = &c.delivered;
+    out.reserve(
+        SINGLE_OBJECT_HEADER_LEN
+            + 160
+            + m.charge_id.len()
+            + m.waba_id.len()
+            + c.portfolio.len()
+            + m.phone_number_id.len()
+            + m.user.len()
+            + m.message_id.len()
+            + c.market.len(),
+    );
+    write_header(RecordKind::MessageCharged, framing, out);
+    put_str(out, &m.charge_id);
+    put_str(out, &m.waba_id);
+    put_str(out, &c.portfolio);
+    put_str(out, &m.phone_number_id);
+    put_str(out, &m.user);
+    put_str(out, m.era.as_str());
+    put_str(out, &m.message_id);
+    put_timestamp(out, m.delivered_at);
+    put_str(out, &c.month);
+    put_str(out, m.category.as_str());
+    put_str(out, c.pricing_type.as_str());
+    match &c.tier {
+        None => put_long(out, 0),
+        Some(t) => {
+            put_long(out, 1);
+            put_str(out, t);
+        }
+    }
+    put_str(out, m.country.as_str());
+    put_str(out, &c.market);
+    put_bool(out, c.billable);
+    put_decimal(out, c.price);
+    put_decimal(out, c.billed_price);
+    put_str(out, &c.currency);
+    put_bool(out, m.late);
+}
+
+/// Decodes a `MessageCharged`. The record does not carry the windows stage's `pricing`;
+/// it reads back as what the charge shows (`regular` → `Charged`, a free type → `Free`).
+pub fn decode_charged(bytes: &[u8]) -> Result<MessageCharged, CodecError> {
+    let mut r = body_of(RecordKind::MessageCharged, bytes)?;
+    let charge_id = r.string("charge_id")?;
+    let waba_id = r.string("waba_id")?;
+    let portfolio = r.string("portfolio")?;
+    let phone_number_id = r.string("phone_number_id")?;
+    let user = r.string("user")?;
+    let era = r.era("era")?;
+    let message_id = r.string("message_id")?;
+    let delivered_at = r.timestamp("delivered_at")?;
+    let month = r.string("month")?;
+    let category = r.symbol("category", "message category", MessageCategory::parse)?;
+    let pricing_type = r.symbol("pricing_type", "pricing type", PricingType::parse)?;
+    let tier = r.opt_string("tier")?;
+    let country = r.country("country")?;
+    let market = r.string("market")?;
+    let billable = r.bool("billable")?;
+    let price = r.decimal("price")?;
+    let billed_price = r.decimal("billed_price")?;
+    let currency = r.string("currency")?;
+    let late = r.bool("late")?;
+    r.finish(RecordKind::MessageCharged.full_name())?;
+    Ok(MessageCharged {
+        delivered: MessageDelivered {
+            charge_id,
+            waba_id,
+            phone_number_id,
+            user,
+            era,
+            message_id,
+            delivered_at,
+            country,
+            category,
+            pricing: match pricing_type {
+                PricingType::Regular => MessagePricing::Charged,
+                t => MessagePricing::Free(t),
+            },
+            late,
+        },
+        portfolio,
+        month,
+        market,
+        pricing_type,
+        tier,
+        billable,
+        price,
+        billed_price,
+        currency,
+    })
+}
+
+/// Which of `kinds` a framed record is: by its fingerprint (single-object framing, current
+/// or history schema), or by `by_schema_id` (Confluent framing: the registry ids the
+/// caller resolved; the bytes alone cannot say).
+pub fn kind_among(
+    bytes: &[u8],
+    kinds: &[RecordKind],
+    expected: &'static str,
+    by_schema_id: &dyn Fn(u32) -> Option<RecordKind>,
+) -> Result<RecordKind, CodecError> {
+    let (header, _) = split_framing(bytes)?;
+    let found = match header {
+        Header::SingleObject { fingerprint } => kinds
+            .iter()
+            .copied()
+            .find(|k| k.reads_fingerprint(fingerprint))
+            .ok_or(CodecError::NotOneOf {
+                found: fingerprint,
+                expected,
+            })?,
+        Header::Confluent { schema_id } => {
+            by_schema_id(schema_id)
+                .filter(|k| kinds.contains(k))
+                .ok_or(CodecError::UnknownSchemaId {
+                    id: schema_id,
+                    expected,
+                })?
+        }
+    };
+    Ok(found)
+}
+
+/// A unit on the conversations topic (or in the ledger's journal).
+pub fn encode_unit(u: &Unit, conversation: &Framing, message: &Framing, out: &mut Vec<u8>) {
+    match u {
+        Unit::Conversation(c) => encode_opened(c, conversation, out),
+        Unit::Message(m) => encode_delivered(m, message, out),
+    }
+}
+
+pub fn decode_unit(bytes: &[u8], by_schema_id: &dyn Fn(u32) -> Option<RecordKind>) -> Result<Unit, CodecError> {
+    let kinds = [RecordKind::ConversationOpened, RecordKind::MessageDelivered];
+    match kind_among(bytes, &kinds, "ConversationOpened or MessageDelivered", by_schema_id)? {
+        RecordKind::MessageDelivered => decode_delivered(bytes).map(Unit::Message),
+        _ => decode_opened(bytes).map(Unit::Conversation),
+    }
+}
+
+/// A record on the billing topic.
+pub fn encode_billing(b: &Billed, conversation: &Framing, message: &Framing, out: &mut Vec<u8>) {
+    match b {
+        Billed::Conversation(c) => encode_billed(c, conversation, out),
+        Billed::Message(m) => encode_charged(m, message, out),
+    }
+}
+
+pub fn decode_billing(bytes: &[u8], by_schema_id: &dyn Fn(u32) -> Option<RecordKind>) -> Result<Billed, CodecError> {
+    let kinds = [RecordKind::ConversationBilled, RecordKind::MessageCharged];
+    match kind_among(bytes, &kinds, "ConversationBilled or MessageCharged", by_schema_id)? {
+        RecordKind::MessageCharged => decode_charged(bytes).map(Billed::Message),
+        _ => decode_billed(bytes).map(Billed::Conversation),
+    }
+}
+
+/// For single-object framed records, which need no registry.
+pub fn no_registry(_schema_id: u32) -> Option<RecordKind> {
+    None
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
-//! JSON lines: one docs/billing-rules.md §10 record per line, fields in contract order.
+//! JSON lines: one record per line (docs/billing-rules.md §8.1 conversations, §8.2 message
+//! charges), fields in contract order, `kind` first.
 
 use std::io::{self, Write};
 
-use crate::pipeline::ConversationBilled;
+use crate::pipeline::Billed;
 
-pub fn write_billed(w: &mut impl Write, r: &ConversationBilled) -> io::Result<()> {
-    serde_json::to_writer(&mut *w, &r.to_out()).map_err(io::Error::other)?;
+pub fn write_billed(w: &mut impl Write, r: &Billed) -> io::Result<()> {
+    match r {
+        Billed::Conversation(c) => serde_json::to_writer(&mut *w, &c.to_out()),
+        Billed::Message(m) => serde_json::to_writer(&mut *w, &m.to_out()),
+    }
+    .map_err(io::Error::other)?;
     w.write_all(b"\n")
 }

@@ -16,7 +16,7 @@ use prometheus::{
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::pipeline::ledger::LedgerStats;
-use crate::pipeline::records::ConversationBilled;
+use crate::pipeline::records::Billed;
 use crate::pipeline::windows::WindowStats;
 
 /// Why a record went to the dead-letter topic, as a bounded label value (the full,
@@ -119,6 +119,7 @@ pub struct Metrics {
     pub input_records: IntCounterVec,
     pub events: IntCounterVec,
     pub conversations_opened: IntCounterVec,
+    pub messages_charged: IntCounterVec,
     pub free_tier_conversations: IntCounter,
     pub billed_amount: prometheus::CounterVec,
     pub dead_letters: IntCounterVec,
@@ -237,6 +238,12 @@ impl Metrics {
                 "wabill_conversations_opened_total",
                 "Conversations billed by the ledger, by era, origin and pricing market.",
                 &["era", "origin", "market"],
+            ),
+            messages_charged: counter_vec(
+                &r,
+                "wabill_messages_charged_total",
+                "Message charges of the per-message eras, by era, category, pricing type and pricing market.",
+                &["era", "category", "pricing_type", "market"],
             ),
             free_tier_conversations: free,
             billed_amount: amount,
@@ -461,19 +468,38 @@ impl Metrics {
     }
 
     /// Counts one conversation the ledger produced to the billing topic.
-    pub fn billed(&self, b: &ConversationBilled) {
-        let o = &b.opened;
-        self.conversations_opened
-            .with_label_values(&[o.era.as_str(), o.origin.as_str(), b.market.as_str()])
-            .inc();
-        if b.free_tier {
-            self.free_tier_conversations.inc();
-        }
-        if let Some(amount) = b.billed_price.to_f64() {
+    pub fn billed(&self, b: &Billed) {
+        let (amount, currency) = match b {
+            Billed::Conversation(b) => {
+                let o = &b.opened;
+                self.conversations_opened
+                    .with_label_values(&[o.era.as_str(), o.origin.as_str(), b.market.as_str()])
+                    .inc();
+                if b.free_tier {
+                    self.free_tier_conversations.inc();
+                }
+                (b.billed_price, &b.currency)
+            }
+            Billed::Message(m) => {
+                let d = &m.delivered;
+                self.messages_charged
+                    .with_label_values(&[
+                        d.era.as_str(),
+                        d.category.as_str(),
+                        m.pricing_type.as_str(),
+                        m.market.as_str(),
+                    ])
+                    .inc();
+                (m.billed_price, &m.currency)
+            }
+        };
+        // Prometheus counters are floats: an approximate running total for dashboards,
+        // never what anyone bills from.
+        if let Some(amount) = amount.to_f64() {
             if let Ok(mut by) = self.amount_by_currency.lock() {
                 let c = by
-                    .entry(b.currency.clone())
-                    .or_insert_with(|| self.billed_amount.with_label_values(&[b.currency.as_str()]));
+                    .entry(currency.clone())
+                    .or_insert_with(|| self.billed_amount.with_label_values(&[currency.as_str()]));
                 c.inc_by(amount);
             }
         }

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::ledger::{LedgerOutput, LedgerStage};
-use super::records::{ConversationBilled, Rejected};
+use super::records::{Billed, Rejected};
 use super::windows::{WindowsOutput, WindowsStage};
-use crate::billing::{MarketMap, RateCard, Ts, DAY_SECS};
+use crate::billing::{MarketMap, RateCard, Ts, VolumeTiers, DAY_SECS};
 use crate::config::{Config, ConfigError, Profiles};
 use crate::ingest::MessageEvent;
 use crate::state::{Backend, Family, StoreError, WriteSet};
@@ -27,6 +27,8 @@ pub struct Setup {
     pub profiles: Arc<Profiles>,
     pub markets: Arc<MarketMap>,
     pub card: Arc<RateCard>,
+    /// Volume tiers of the message eras (none unless given: `with_tiers`).
+    pub tiers: Arc<VolumeTiers>,
     pub lateness: Ts,
     pub dedupe_horizon: Ts,
     pub cache_entries: usize,
@@ -39,10 +41,17 @@ impl Setup {
             profiles: Arc::new(profiles),
             markets: Arc::new(markets),
             card: Arc::new(card),
+            tiers: Arc::new(VolumeTiers::none()),
             lateness: config.allowed_lateness_secs as Ts,
             dedupe_horizon: config.dedupe_horizon_secs as Ts,
             cache_entries: config.state_cache_entries,
         })
+    }
+
+    /// The same set-up, pricing message-era charges with `tiers`.
+    pub fn with_tiers(mut self, tiers: VolumeTiers) -> Setup {
+        self.tiers = Arc::new(tiers);
+        self
     }
 
     /// A windows stage as configured: the replay engine and each Kafka windows task
@@ -64,6 +73,7 @@ impl Setup {
             self.profiles.clone(),
             self.markets.clone(),
             self.card.clone(),
+            self.tiers.clone(),
             self.lateness,
             self.cache_entries,
         )
@@ -106,7 +116,7 @@ impl Engine {
         &mut self,
         ev: MessageEvent,
         position: u64,
-        billed: &mut Vec<ConversationBilled>,
+        billed: &mut Vec<Billed>,
         rejected: &mut Vec<Rejected>,
     ) -> Result<(), StoreError> {
         let backend = self.backend.as_deref();
@@ -122,15 +132,11 @@ impl Engine {
         Ok(())
     }
 
-    fn forward(
-        &mut self,
-        billed: &mut Vec<ConversationBilled>,
-        rejected: &mut Vec<Rejected>,
-    ) -> Result<(), StoreError> {
+    fn forward(&mut self, billed: &mut Vec<Billed>, rejected: &mut Vec<Rejected>) -> Result<(), StoreError> {
         let backend = self.backend.as_deref();
         rejected.append(&mut self.wout.rejected);
-        for (c, position) in self.wout.opened.drain(..) {
-            self.ledger.push(backend, c, position, &mut self.lout)?;
+        for (u, position) in self.wout.units.drain(..) {
+            self.ledger.push(backend, u, position, &mut self.lout)?;
         }
         billed.append(&mut self.lout.billed);
         rejected.append(&mut self.lout.rejected);
@@ -138,11 +144,7 @@ impl Engine {
     }
 
     /// End of input: applies everything still waiting for the watermark.
-    pub fn finish(
-        &mut self,
-        billed: &mut Vec<ConversationBilled>,
-        rejected: &mut Vec<Rejected>,
-    ) -> Result<(), StoreError> {
+    pub fn finish(&mut self, billed: &mut Vec<Billed>, rejected: &mut Vec<Rejected>) -> Result<(), StoreError> {
         let backend = self.backend.as_deref();
         self.windows.flush(backend, &mut self.wout)?;
         self.forward(billed, rejected)?;
@@ -198,5 +200,10 @@ impl Engine {
     pub fn free_tier_used(&mut self, waba_id: &str, month: &str) -> Result<u64, StoreError> {
         let backend = self.backend.as_deref();
         self.ledger.used(backend, waba_id, month)
+    }
+
+    pub fn service_free_used(&mut self, phone_number_id: &str, month: &str) -> Result<u64, StoreError> {
+        let backend = self.backend.as_deref();
+        self.ledger.service_free_used(backend, phone_number_id, month)
     }
 }

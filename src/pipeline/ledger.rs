@@ -1,39 +1,49 @@
-//! Stage 3, `ledger`: per WABA and WABA-local month, free tier, price and markup.
+//! Stage 3, `ledger`: the monthly counters, price and markup, per business portfolio.
 //!
-//! Conversations are applied in (`opened_at`, `conversation_id`) order within the allowed
-//! lateness, so the free tier goes to the first N of the month whatever order upstream
-//! partitions deliver them in. A conversation id seen before is a duplicate (a replayed
-//! upstream batch) and changes nothing: free tier is never taken twice.
+//! Units are applied in (instant, id) order within the allowed lateness — conversations by
+//! (`opened_at`, `conversation_id`), messages by (D, message id) — so the first N of a month
+//! take the free tier and the n-th charged message gets the n-th band, whatever order
+//! upstream partitions deliver them in. The counters: free-tier conversations per WABA and
+//! month (conversation eras); free service messages per business number and month, and
+//! volume-tier counts per (portfolio, market, counter, month) (message eras). A unit id
+//! seen before is a duplicate (a replayed upstream batch) and changes nothing: no counter
+//! is ever taken twice.
 
 use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
 use super::pending::{load_pending, meta_i64, read_meta_i64, PendingJournal};
-use super::records::{ConversationBilled, ConversationOpened, RejectClass, Rejected};
+use super::records::{
+    Billed, ConversationBilled, ConversationOpened, MessageCharged, MessageDelivered, RejectClass, Rejected, Unit,
+};
 use super::reorder::{Admit, ReorderBuffer};
 use crate::billing::money::with_markup;
 use chrono::Datelike;
 
+use crate::billing::message::{MessagePricing, PricingType};
 use crate::billing::policy::{policy_for, Pricing};
+use crate::billing::tiers::TierLookup;
 use crate::billing::time::{local_date, month_label, Ts, DAY};
-use crate::billing::{MarketMap, RateCard};
+use crate::billing::{MarketMap, RateCard, VolumeTiers};
 use crate::config::Profiles;
 use crate::state::codec::Counter;
 use crate::state::{Backend, Family, StoreError, Table, WriteSet};
 
 const LEDGER_STREAM_TIME_KEY: &str = "ledger.stream_time";
 
-/// A waiting conversation as journaled: source position (8 bytes) + Avro single-object
-/// ConversationOpened. (State format 1 journaled the Avro record alone.)
-fn encode_opened_pending(c: &ConversationOpened, position: u64) -> Vec<u8> {
+/// A waiting unit as journaled: source position (8 bytes) + Avro single-object
+/// ConversationOpened or MessageDelivered (the fingerprint says which). State format 1
+/// journaled a ConversationOpened alone.
+fn encode_unit_pending(u: &Unit, position: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(256);
     b.extend_from_slice(&position.to_be_bytes());
-    crate::codec::avro::encode_opened(c, &crate::codec::avro::Framing::SingleObject, &mut b);
+    let f = crate::codec::avro::Framing::SingleObject;
+    crate::codec::avro::encode_unit(u, &f, &f, &mut b);
     b
 }
 
-fn decode_opened_pending(version: u8, b: &[u8]) -> Result<(ConversationOpened, u64), String> {
+fn decode_unit_pending(version: u8, b: &[u8]) -> Result<(Unit, u64), String> {
     let (position, avro) = match version {
         1 => (0, b),
         _ => {
@@ -45,8 +55,8 @@ fn decode_opened_pending(version: u8, b: &[u8]) -> Result<(ConversationOpened, u
             (pos, &b[8..])
         }
     };
-    let c = crate::codec::avro::decode_opened(avro).map_err(|e| e.to_string())?;
-    Ok((c, position))
+    let u = crate::codec::avro::decode_unit(avro, &crate::codec::avro::no_registry).map_err(|e| e.to_string())?;
+    Ok((u, position))
 }
 
 /// How long a conversation id is remembered, and a month counter kept, after the
@@ -58,6 +68,10 @@ pub struct LedgerStats {
     pub conversations: u64,
     pub duplicates: u64,
     pub free_tier: u64,
+    /// Message charges emitted (every pricing type).
+    pub messages: u64,
+    /// Service messages that took a business number's free tier.
+    pub service_free_tier: u64,
     /// Conversations that reached the ledger behind its watermark.
     pub late: u64,
     pub rejected: u64,
@@ -65,7 +79,7 @@ pub struct LedgerStats {
 
 #[derive(Debug, Default)]
 pub struct LedgerOutput {
-    pub billed: Vec<ConversationBilled>,
+    pub billed: Vec<Billed>,
     pub rejected: Vec<Rejected>,
 }
 
@@ -73,7 +87,8 @@ pub struct LedgerStage {
     profiles: Arc<Profiles>,
     markets: Arc<MarketMap>,
     card: Arc<RateCard>,
-    reorder: ReorderBuffer<(Ts, String), (ConversationOpened, u64)>,
+    tiers: Arc<VolumeTiers>,
+    reorder: ReorderBuffer<(Ts, String), (Unit, u64)>,
     seen: Table<Counter>,
     counters: Table<Counter>,
     key: Vec<u8>,
@@ -88,6 +103,7 @@ impl LedgerStage {
         profiles: Arc<Profiles>,
         markets: Arc<MarketMap>,
         card: Arc<RateCard>,
+        tiers: Arc<VolumeTiers>,
         lateness: Ts,
         cache_entries: usize,
     ) -> Self {
@@ -95,6 +111,7 @@ impl LedgerStage {
             profiles,
             markets,
             card,
+            tiers,
             reorder: ReorderBuffer::new(lateness),
             seen: Table::new(Family::Conversations, cache_entries),
             counters: Table::new(Family::Counters, cache_entries),
@@ -109,24 +126,24 @@ impl LedgerStage {
         self.reorder.stream_time()
     }
 
-    /// Admits one conversation; `position` is its source position (the input line in
-    /// replay, the conversations-topic offset on Kafka), kept for its dead letter.
+    /// Admits one unit; `position` is its source position (the input line in replay, the
+    /// conversations-topic offset on Kafka), kept for its dead letter.
     pub fn push(
         &mut self,
         backend: Option<&dyn Backend>,
-        c: ConversationOpened,
+        u: Unit,
         position: u64,
         out: &mut LedgerOutput,
     ) -> Result<(), StoreError> {
-        let encoded = self.journal.enabled.then(|| encode_opened_pending(&c, position));
-        let mut c = c;
+        let encoded = self.journal.enabled.then(|| encode_unit_pending(&u, position));
+        let mut u = u;
         // The id moves into the ordering key while waiting and comes back on release.
-        let key = (c.opened_at, std::mem::take(&mut c.conversation_id));
-        match self.reorder.admit(key.0, key, (c, position)) {
-            Admit::Late(key, (mut c, position)) => {
-                c.conversation_id = key.1;
+        let key = (u.ts(), u.take_order_id());
+        match self.reorder.admit(key.0, key, (u, position)) {
+            Admit::Late(key, (mut u, position)) => {
+                u.restore_order_id(key.1);
                 self.stats.late += 1;
-                self.apply(backend, c, position, out)?;
+                self.apply(backend, u, position, out)?;
             }
             Admit::Buffered(seq) => {
                 if let Some(bytes) = encoded {
@@ -138,10 +155,10 @@ impl LedgerStage {
     }
 
     fn release(&mut self, backend: Option<&dyn Backend>, out: &mut LedgerOutput) -> Result<(), StoreError> {
-        while let Some((seq, key, (mut c, position))) = self.reorder.pop_ready(|k| k.0) {
-            c.conversation_id = key.1;
+        while let Some((seq, key, (mut u, position))) = self.reorder.pop_ready(|k| k.0) {
+            u.restore_order_id(key.1);
             self.journal.removed(seq);
-            self.apply(backend, c, position, out)?;
+            self.apply(backend, u, position, out)?;
         }
         Ok(())
     }
@@ -178,11 +195,11 @@ impl LedgerStage {
                 self.reorder.set_stream_time(t);
             }
         }
-        let waiting = load_pending(backend, decode_opened_pending)?;
+        let waiting = load_pending(backend, decode_unit_pending)?;
         let n = waiting.len();
-        for (seq, (mut c, position)) in waiting {
-            let key = (c.opened_at, std::mem::take(&mut c.conversation_id));
-            self.reorder.restore(seq, key, (c, position));
+        for (seq, (mut u, position)) in waiting {
+            let key = (u.ts(), u.take_order_id());
+            self.reorder.restore(seq, key, (u, position));
         }
         Ok(n)
     }
@@ -192,10 +209,10 @@ impl LedgerStage {
     }
 
     pub fn flush(&mut self, backend: Option<&dyn Backend>, out: &mut LedgerOutput) -> Result<(), StoreError> {
-        while let Some((seq, key, (mut c, position))) = self.reorder.pop_any() {
-            c.conversation_id = key.1;
+        while let Some((seq, key, (mut u, position))) = self.reorder.pop_any() {
+            u.restore_order_id(key.1);
             self.journal.removed(seq);
-            self.apply(backend, c, position, out)?;
+            self.apply(backend, u, position, out)?;
         }
         Ok(())
     }
@@ -206,7 +223,31 @@ impl LedgerStage {
         Ok(self.counters.get(backend, &self.key)?.map(|c| c.value).unwrap_or(0))
     }
 
+    /// Service messages of a business number that took its free tier in `month`.
+    pub fn service_free_used(
+        &mut self,
+        backend: Option<&dyn Backend>,
+        phone_number_id: &str,
+        month: &str,
+    ) -> Result<u64, StoreError> {
+        counter_key_of(&mut self.key, &[SERVICE_TAG, phone_number_id, month]);
+        Ok(self.counters.get(backend, &self.key)?.map(|c| c.value).unwrap_or(0))
+    }
+
     fn apply(
+        &mut self,
+        backend: Option<&dyn Backend>,
+        u: Unit,
+        position: u64,
+        out: &mut LedgerOutput,
+    ) -> Result<(), StoreError> {
+        match u {
+            Unit::Conversation(c) => self.apply_conversation(backend, c, position, out),
+            Unit::Message(m) => self.apply_message(backend, m, position, out),
+        }
+    }
+
+    fn apply_conversation(
         &mut self,
         backend: Option<&dyn Backend>,
         c: ConversationOpened,
@@ -218,20 +259,10 @@ impl LedgerStage {
             self.stats.duplicates += 1;
             return Ok(());
         }
+        let tz = self.profiles.get(&c.waba_id).time_zone;
+        let (date, month) = local_month(&mut self.last_month, &tz, c.opened_at);
         let profile = self.profiles.get(&c.waba_id);
-        let tz = profile.time_zone;
-        // `local_month`, with the label of the last (year, month) reused.
-        let date = local_date(&tz, c.opened_at);
-        let ym = (date.year(), date.month());
-        let month = match &self.last_month {
-            Some((k, label)) if *k == ym => label.clone(),
-            _ => {
-                let label = month_label(date);
-                self.last_month = Some((ym, label.clone()));
-                label
-            }
-        };
-        let market = self.markets.market(c.country).to_string();
+        let market = self.markets.market(c.country, date).to_string();
         // The era that opened the conversation says how it is priced (docs/billing-rules.md §3 rule 5,
         // §4 rule 4); the windows stage only emits conversations of implemented eras.
         let pricing = match policy_for(c.era) {
@@ -288,7 +319,7 @@ impl LedgerStage {
             value: 1,
         }));
         self.stats.conversations += 1;
-        out.billed.push(ConversationBilled {
+        out.billed.push(Billed::Conversation(ConversationBilled {
             month,
             market,
             free_tier,
@@ -297,7 +328,144 @@ impl LedgerStage {
             billed_price: with_markup(price, profile.markup_percent),
             currency: profile.currency.clone(),
             opened: c,
-        });
+        }));
+        Ok(())
+    }
+
+    /// docs/billing-rules.md §6: the windows stage decided what the message is billed as;
+    /// here its counters finish the price. A message the card (or the bands) cannot price
+    /// is rejected before it can take a free service message or a band.
+    fn apply_message(
+        &mut self,
+        backend: Option<&dyn Backend>,
+        m: MessageDelivered,
+        position: u64,
+        out: &mut LedgerOutput,
+    ) -> Result<(), StoreError> {
+        let seen = self.seen.entry(backend, m.charge_id.as_bytes())?;
+        if seen.get().is_some() {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        let tz = self.profiles.get(&m.waba_id).time_zone;
+        let (date, month) = local_month(&mut self.last_month, &tz, m.delivered_at);
+        let profiles = self.profiles.clone();
+        let profile = profiles.get(&m.waba_id);
+        let portfolio = profiles.portfolio_of(&m.waba_id).to_string();
+        let market = self.markets.market(m.country, date).to_string();
+        let currency = profile.currency.as_str();
+        let expires_at = m.delivered_at.saturating_add(LEDGER_RETENTION);
+        let unpriceable = |reason: String| Rejected {
+            class: RejectClass::Unpriceable,
+            reason: format!("cannot price message {}: {reason}", m.message_id),
+            record: delivered_json(&m),
+            position,
+        };
+        let (pricing_type, tier, price) = match m.pricing {
+            MessagePricing::Free(t) => (t, None, Decimal::ZERO),
+            MessagePricing::ServiceFreeTierThenCharged => {
+                let rate = self
+                    .card
+                    .column_rate(currency, &market, crate::billing::rates::RateColumn::Service, date);
+                let rate = match rate {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.stats.rejected += 1;
+                        out.rejected.push(unpriceable(e.to_string()));
+                        return Ok(());
+                    }
+                };
+                let mut free = false;
+                if profile.service_free_tier > 0 {
+                    counter_key_of(&mut self.key, &[SERVICE_TAG, &m.phone_number_id, &month]);
+                    let slot = self.counters.entry(backend, &self.key)?;
+                    let mut counter = slot.get().unwrap_or_default();
+                    if counter.value < u64::from(profile.service_free_tier) {
+                        counter.value += 1;
+                        counter.expires_at = counter.expires_at.max(expires_at);
+                        slot.set(Some(counter));
+                        free = true;
+                        self.stats.service_free_tier += 1;
+                    }
+                }
+                if free {
+                    (PricingType::FreeCustomerService, None, Decimal::ZERO)
+                } else {
+                    // No volume tiers for service (docs/billing-rules.md §6 rule 3).
+                    (PricingType::Regular, None, rate)
+                }
+            }
+            MessagePricing::Charged => {
+                let Some(column) = m.category.rate_column() else {
+                    self.stats.rejected += 1;
+                    out.rejected.push(unpriceable(format!(
+                        "category {} is never charged",
+                        m.category.as_str()
+                    )));
+                    return Ok(());
+                };
+                match m.category.tier_counter() {
+                    None => match self.card.column_rate(currency, &market, column, date) {
+                        Ok(r) => (PricingType::Regular, None, r),
+                        Err(e) => {
+                            self.stats.rejected += 1;
+                            out.rejected.push(unpriceable(e.to_string()));
+                            return Ok(());
+                        }
+                    },
+                    Some(counter) => {
+                        // docs/billing-rules.md §6 rule 5: the n-th charged message of the
+                        // portfolio's (market, counter, month), graduated.
+                        counter_key_of(
+                            &mut self.key,
+                            &[TIER_TAG, &portfolio, &market, counter.as_str(), &month],
+                        );
+                        let slot = self.counters.entry(backend, &self.key)?;
+                        let mut count = slot.get().unwrap_or_default();
+                        let n = count.value + 1;
+                        let priced = match self.tiers.lookup(currency, &market, m.category, date, n) {
+                            TierLookup::Band(b) => Ok((Some(b.label()), b.rate)),
+                            TierLookup::Untiered => self
+                                .card
+                                .column_rate(currency, &market, column, date)
+                                .map(|r| (None, r))
+                                .map_err(|e| e.to_string()),
+                            TierLookup::Beyond { effective_from, n } => Err(format!(
+                                "no volume band of {effective_from} for {market:?} {} holds message {n} of {month}",
+                                m.category.as_str()
+                            )),
+                        };
+                        match priced {
+                            Ok((tier, rate)) => {
+                                count.value = n;
+                                count.expires_at = count.expires_at.max(expires_at);
+                                slot.set(Some(count));
+                                (PricingType::Regular, tier, rate)
+                            }
+                            Err(reason) => {
+                                self.stats.rejected += 1;
+                                out.rejected.push(unpriceable(reason));
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        seen.set(Some(Counter { expires_at, value: 1 }));
+        self.stats.messages += 1;
+        out.billed.push(Billed::Message(MessageCharged {
+            portfolio,
+            month,
+            market,
+            pricing_type,
+            tier,
+            billable: pricing_type == PricingType::Regular,
+            price,
+            billed_price: with_markup(price, profile.markup_percent),
+            currency: profile.currency.clone(),
+            delivered: m,
+        }));
         Ok(())
     }
 
@@ -315,11 +483,59 @@ impl LedgerStage {
     }
 }
 
+/// The WABA-local date of `ts` and its `YYYY-MM`; `last` keeps the last label for reuse.
+fn local_month(last: &mut Option<((i32, u32), String)>, tz: &chrono_tz::Tz, ts: Ts) -> (chrono::NaiveDate, String) {
+    let date = local_date(tz, ts);
+    let ym = (date.year(), date.month());
+    let month = match last {
+        Some((k, label)) if *k == ym => label.clone(),
+        _ => {
+            let label = month_label(date);
+            *last = Some((ym, label.clone()));
+            label
+        }
+    };
+    (date, month)
+}
+
+/// Counter keys of the message eras start with a byte no WABA id (the conversation free
+/// tier's keys, unchanged since state format 1) can start with.
+const SERVICE_TAG: &str = "\u{1}service";
+const TIER_TAG: &str = "\u{1}tier";
+
+/// `parts` joined by NUL.
+fn counter_key_of(key: &mut Vec<u8>, parts: &[&str]) {
+    key.clear();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(p.as_bytes());
+    }
+}
+
 fn counter_key(key: &mut Vec<u8>, waba_id: &str, month: &str) {
     key.clear();
     key.extend_from_slice(waba_id.as_bytes());
     key.push(0);
     key.extend_from_slice(month.as_bytes());
+}
+
+fn delivered_json(m: &MessageDelivered) -> String {
+    serde_json::json!({
+        "charge_id": m.charge_id,
+        "waba_id": m.waba_id,
+        "phone_number_id": m.phone_number_id,
+        "user": m.user,
+        "era": m.era.as_str(),
+        "message_id": m.message_id,
+        "delivered_at": crate::billing::time::format_ts(m.delivered_at),
+        "country": m.country.as_str(),
+        "category": m.category.as_str(),
+        "pricing": m.pricing.as_str(),
+        "late": m.late,
+    })
+    .to_string()
 }
 
 fn opened_json(c: &ConversationOpened) -> String {

@@ -9,4 +9,6 @@ pub mod reorder;
 pub mod windows;
 
 pub use engine::Engine;
-pub use records::{ConversationBilled, ConversationOpened, RejectClass, Rejected};
+pub use records::{
+    Billed, ConversationBilled, ConversationOpened, MessageCharged, MessageDelivered, RejectClass, Rejected, Unit,
+};

@@ -3,7 +3,7 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::billing::{Country, EraId, Origin, Ts};
+use crate::billing::{Country, EraId, MessageCategory, MessagePricing, Origin, PricingType, Ts};
 
 /// Output of the windows stage, input of the ledger: a conversation was opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,173 @@ impl ConversationBilled {
     /// Output order: `opened_at`, then `conversation_id`.
     pub fn sort_key(&self) -> (Ts, &str) {
         (self.opened.opened_at, &self.opened.conversation_id)
+    }
+}
+
+/// Output of the windows stage in a per-message era (docs/billing-rules.md §6): a business
+/// message was delivered and is billed by itself; the ledger finishes its price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageDelivered {
+    pub charge_id: String,
+    pub waba_id: String,
+    pub phone_number_id: String,
+    pub user: String,
+    pub era: EraId,
+    pub message_id: String,
+    /// D (docs/billing-rules.md §1).
+    pub delivered_at: Ts,
+    pub country: Country,
+    pub category: MessageCategory,
+    pub pricing: MessagePricing,
+    pub late: bool,
+}
+
+/// Output of the ledger in a per-message era: the message charge of docs/billing-rules.md §8.2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageCharged {
+    pub delivered: MessageDelivered,
+    pub portfolio: String,
+    /// WABA-local `YYYY-MM` of `delivered_at`.
+    pub month: String,
+    pub market: String,
+    pub pricing_type: PricingType,
+    /// The volume band that priced it (`"from:to"`), `None` when free or untiered.
+    pub tier: Option<String>,
+    pub billable: bool,
+    pub price: Decimal,
+    pub billed_price: Decimal,
+    pub currency: String,
+}
+
+/// The JSON field set of docs/billing-rules.md §8.2, in contract order.
+#[derive(Serialize)]
+pub struct MessageChargeOut<'a> {
+    pub kind: &'static str,
+    pub charge_id: &'a str,
+    pub waba_id: &'a str,
+    pub portfolio: &'a str,
+    pub phone_number_id: &'a str,
+    pub user: &'a str,
+    pub era: &'a str,
+    pub message_id: &'a str,
+    pub delivered_at: String,
+    pub month: &'a str,
+    pub category: &'a str,
+    pub pricing_type: &'a str,
+    pub tier: Option<&'a str>,
+    pub country: &'a str,
+    pub market: &'a str,
+    pub billable: bool,
+    pub price: String,
+    pub billed_price: String,
+    pub currency: &'a str,
+    pub late: bool,
+}
+
+impl MessageCharged {
+    pub fn to_out(&self) -> MessageChargeOut<'_> {
+        let m = &self.delivered;
+        MessageChargeOut {
+            kind: "message",
+            charge_id: &m.charge_id,
+            waba_id: &m.waba_id,
+            portfolio: &self.portfolio,
+            phone_number_id: &m.phone_number_id,
+            user: &m.user,
+            era: m.era.as_str(),
+            message_id: &m.message_id,
+            delivered_at: crate::billing::time::format_ts(m.delivered_at),
+            month: &self.month,
+            category: m.category.as_str(),
+            pricing_type: self.pricing_type.as_str(),
+            tier: self.tier.as_deref(),
+            country: m.country.as_str(),
+            market: &self.market,
+            billable: self.billable,
+            price: crate::billing::money::to_output(self.price),
+            billed_price: crate::billing::money::to_output(self.billed_price),
+            currency: &self.currency,
+            late: m.late,
+        }
+    }
+}
+
+/// A billing unit on its way from the windows stage to the ledger (the conversations
+/// topic on Kafka carries both kinds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unit {
+    Conversation(ConversationOpened),
+    Message(MessageDelivered),
+}
+
+impl Unit {
+    pub fn waba_id(&self) -> &str {
+        match self {
+            Unit::Conversation(c) => &c.waba_id,
+            Unit::Message(m) => &m.waba_id,
+        }
+    }
+
+    /// The instant the ledger orders it by: `opened_at`, or D.
+    pub fn ts(&self) -> Ts {
+        match self {
+            Unit::Conversation(c) => c.opened_at,
+            Unit::Message(m) => m.delivered_at,
+        }
+    }
+
+    /// The tie-breaker of the ledger's order (docs/billing-rules.md §6 rule 5: (D, message
+    /// id) for messages), moved out while the unit waits and put back by `restore_order_id`.
+    pub fn take_order_id(&mut self) -> String {
+        match self {
+            Unit::Conversation(c) => std::mem::take(&mut c.conversation_id),
+            Unit::Message(m) => std::mem::take(&mut m.message_id),
+        }
+    }
+
+    pub fn restore_order_id(&mut self, id: String) {
+        match self {
+            Unit::Conversation(c) => c.conversation_id = id,
+            Unit::Message(m) => m.message_id = id,
+        }
+    }
+}
+
+/// A record for the billing sinks: one per opened conversation or delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Billed {
+    Conversation(ConversationBilled),
+    Message(MessageCharged),
+}
+
+impl Billed {
+    /// Output order: the unit's instant, then its id.
+    pub fn sort_key(&self) -> (Ts, &str) {
+        match self {
+            Billed::Conversation(c) => c.sort_key(),
+            Billed::Message(m) => (m.delivered.delivered_at, &m.delivered.charge_id),
+        }
+    }
+
+    pub fn waba_id(&self) -> &str {
+        match self {
+            Billed::Conversation(c) => &c.opened.waba_id,
+            Billed::Message(m) => &m.delivered.waba_id,
+        }
+    }
+
+    pub fn conversation(&self) -> Option<&ConversationBilled> {
+        match self {
+            Billed::Conversation(c) => Some(c),
+            Billed::Message(_) => None,
+        }
+    }
+
+    pub fn message(&self) -> Option<&MessageCharged> {
+        match self {
+            Billed::Message(m) => Some(m),
+            Billed::Conversation(_) => None,
+        }
     }
 }
 

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 
 use super::pending::{load_pending, meta_i64, read_meta_i64, PendingJournal};
-use super::records::{ConversationOpened, RejectClass, Rejected};
+use super::records::{ConversationOpened, MessageDelivered, RejectClass, Rejected, Unit};
 use super::reorder::{Admit, ReorderBuffer};
-use crate::billing::ids::conversation_id;
+use crate::billing::ids::{charge_id, conversation_id};
 use crate::billing::policy::{decide_delivery, policy_for, Delivery};
 use crate::billing::rates::RateColumn;
 use crate::billing::time::local_date;
@@ -53,6 +53,8 @@ pub struct WindowStats {
     /// Deliveries that joined an open conversation.
     pub joined: u64,
     pub opened: u64,
+    /// Deliveries billed as messages (the per-message eras).
+    pub messages: u64,
     /// Events before 2022-02-01, billed under `cbp-2022` (docs/billing-rules.md §2).
     pub before_first_era: u64,
     pub unsupported_era: u64,
@@ -90,8 +92,9 @@ pub struct WindowsStage {
 /// Everything a stage emits for one input.
 #[derive(Debug, Default)]
 pub struct WindowsOutput {
-    /// Each with the source position of the delivery that opened it.
-    pub opened: Vec<(ConversationOpened, u64)>,
+    /// Opened conversations and delivered messages, each with the source position of its
+    /// delivery.
+    pub units: Vec<(Unit, u64)>,
     pub rejected: Vec<Rejected>,
 }
 
@@ -273,13 +276,14 @@ impl WindowsStage {
         let profile = self.profiles.get(&ev.waba_id);
         let (markets, card) = (&self.markets, &self.card);
         let auth_international = || {
+            let date = local_date(&profile.time_zone, ev.ts);
             profile.auth_international_applies(ev.ts, ev.country)
                 && card
                     .column_rate(
                         &profile.currency,
-                        markets.market(ev.country),
+                        markets.market(ev.country, date),
                         RateColumn::AuthenticationInternational,
-                        local_date(&profile.time_zone, ev.ts),
+                        date,
                     )
                     .is_ok()
         };
@@ -297,6 +301,25 @@ impl WindowsStage {
         slot.set(Some(scope));
         match decision {
             DeliveryDecision::Joined(_) => self.stats.joined += 1,
+            DeliveryDecision::Message(v) => {
+                self.stats.messages += 1;
+                out.units.push((
+                    Unit::Message(MessageDelivered {
+                        charge_id: charge_id(&ev.phone_number_id, &ev.user, &ev.message_id),
+                        waba_id: ev.waba_id.clone(),
+                        phone_number_id: ev.phone_number_id.clone(),
+                        user: ev.user.clone(),
+                        era: policy.era(),
+                        message_id: ev.message_id.clone(),
+                        delivered_at: ev.ts,
+                        country: ev.country,
+                        category: v.category,
+                        pricing: v.pricing,
+                        late,
+                    }),
+                    position,
+                ));
+            }
             DeliveryDecision::NeedsKind => {
                 self.stats.unknown_kind += 1;
                 out.rejected.push(Rejected {
@@ -319,8 +342,8 @@ impl WindowsStage {
                 // The conversation's own era names its category (it may differ from
                 // D's era only for joins, so here it is D's).
                 let era_policy = policy_for(c.era).unwrap_or(policy);
-                out.opened.push((
-                    ConversationOpened {
+                out.units.push((
+                    Unit::Conversation(ConversationOpened {
                         conversation_id: conversation_id(
                             &ev.phone_number_id,
                             &ev.user,
@@ -337,7 +360,7 @@ impl WindowsStage {
                         opening_message_id: ev.message_id.clone(),
                         country: ev.country,
                         late,
-                    },
+                    }),
                     position,
                 ));
             }

@@ -13,7 +13,7 @@ use crate::billing::statement::{statements, MonthStatement};
 use crate::config::Config;
 use crate::ingest::{BadEvent, Normaliser};
 use crate::pipeline::engine::{Engine, Setup};
-use crate::pipeline::{ConversationBilled, Rejected};
+use crate::pipeline::{Billed, Rejected};
 use crate::state::{RocksBackend, StoreError};
 
 #[derive(Debug, Error)]
@@ -150,7 +150,7 @@ pub fn run(config: &Config, setup: &Setup, opts: &ReplayOptions) -> Result<Repla
     };
 
     let mut report = ReplayReport::default();
-    let mut billed: Vec<ConversationBilled> = Vec::new();
+    let mut billed: Vec<Billed> = Vec::new();
     let mut rejected: Vec<Rejected> = Vec::new();
     let mut events = Vec::new();
     let mut bad: Vec<BadEvent> = Vec::new();
@@ -260,18 +260,34 @@ pub fn run(config: &Config, setup: &Setup, opts: &ReplayOptions) -> Result<Repla
     if let Some(path) = &opts.output {
         write_records(path, &billed)?;
     }
-    let mut used_err = None;
-    report.statements = statements(&billed, |waba, month| {
-        let limit = u64::from(setup.profiles.get(waba).free_tier);
-        let used = engine.free_tier_used(waba, month).unwrap_or_else(|e| {
-            used_err = Some(e);
-            0
-        });
-        (used, limit)
-    });
-    if let Some(e) = used_err {
+    let used_err = std::cell::RefCell::new(None);
+    let engine = std::cell::RefCell::new(engine);
+    report.statements = statements(
+        &billed,
+        |waba, month| {
+            let limit = u64::from(setup.profiles.get(waba).free_tier);
+            let used = engine.borrow_mut().free_tier_used(waba, month).unwrap_or_else(|e| {
+                *used_err.borrow_mut() = Some(e);
+                0
+            });
+            (used, limit)
+        },
+        |waba, number, month| {
+            let limit = u64::from(setup.profiles.get(waba).service_free_tier);
+            let used = engine
+                .borrow_mut()
+                .service_free_used(number, month)
+                .unwrap_or_else(|e| {
+                    *used_err.borrow_mut() = Some(e);
+                    0
+                });
+            (used, limit)
+        },
+    );
+    if let Some(e) = used_err.into_inner() {
         return Err(e.into());
     }
+    let engine = engine.into_inner();
     report.records = billed.len() as u64;
     report.dead_letters = dead.count;
     report.duplicates = engine.windows.stats.duplicates + engine.ledger.stats.duplicates;
@@ -303,7 +319,7 @@ fn write_rejected(
     Ok(())
 }
 
-pub fn write_records(path: &str, records: &[ConversationBilled]) -> Result<(), ReplayError> {
+pub fn write_records(path: &str, records: &[Billed]) -> Result<(), ReplayError> {
     let io_err = |source| ReplayError::Output {
         path: path.to_string(),
         source,

@@ -197,27 +197,58 @@ pub(crate) fn classify<M>(r: Option<rdkafka::error::KafkaResult<M>>) -> Polled<M
 #[derive(Debug, Clone)]
 pub struct Framings {
     pub events: Framing,
+    /// ConversationOpened on the conversations topic.
     pub conversations: Framing,
+    /// MessageDelivered on the conversations topic.
+    pub messages: Framing,
+    /// ConversationBilled on the billing topic.
     pub billing: Framing,
+    /// MessageCharged on the billing topic.
+    pub charges: Framing,
     pub dead_letter: Framing,
 }
 
 impl Framings {
+    /// The record kind a Confluent schema id of this run stands for (the ids it resolved).
+    pub fn kind_of_schema_id(&self, id: u32) -> Option<RecordKind> {
+        [
+            (self.events, RecordKind::MessageEvent),
+            (self.conversations, RecordKind::ConversationOpened),
+            (self.messages, RecordKind::MessageDelivered),
+            (self.billing, RecordKind::ConversationBilled),
+            (self.charges, RecordKind::MessageCharged),
+            (self.dead_letter, RecordKind::DeadLetter),
+        ]
+        .into_iter()
+        .find(|(f, _)| *f == Framing::Confluent { schema_id: id })
+        .map(|(_, k)| k)
+    }
+
     pub fn resolve(config: &Config) -> Result<Framings, KafkaRunError> {
         let k = &config.kafka;
         let Some(url) = config.schema_registry.url.as_deref().filter(|u| !u.is_empty()) else {
             return Ok(Framings {
                 events: Framing::SingleObject,
                 conversations: Framing::SingleObject,
+                messages: Framing::SingleObject,
                 billing: Framing::SingleObject,
+                charges: Framing::SingleObject,
                 dead_letter: Framing::SingleObject,
             });
         };
         let sr = &config.schema_registry;
         let client = registry::RegistryClient::new(url, &registry::RegistryAuth::from_config(sr))
             .map_err(|e| KafkaRunError::Config(e.to_string()))?;
+        // The record kinds of wabill 0.x keep their `<topic>-value` subjects; the second
+        // kind on a topic (the message eras' records) uses Confluent's
+        // TopicRecordNameStrategy, `<topic>-<record full name>`, so both can be registered.
         let reg = |topic: String, kind: RecordKind| -> Result<Framing, KafkaRunError> {
-            let subject = registry::value_subject(&topic);
+            let subject = match kind {
+                RecordKind::MessageDelivered | RecordKind::MessageCharged => {
+                    format!("{topic}-{}", kind.full_name())
+                }
+                _ => registry::value_subject(&topic),
+            };
             let id = if sr.auto_register {
                 client.register(&subject, kind.schema_text())
             } else {
@@ -230,7 +261,9 @@ impl Framings {
         Ok(Framings {
             events: reg(k.events_topic(), RecordKind::MessageEvent)?,
             conversations: reg(k.conversations_topic(), RecordKind::ConversationOpened)?,
+            messages: reg(k.conversations_topic(), RecordKind::MessageDelivered)?,
             billing: reg(k.billing_topic(), RecordKind::ConversationBilled)?,
+            charges: reg(k.billing_topic(), RecordKind::MessageCharged)?,
             dead_letter: reg(k.dead_letter_topic(), RecordKind::DeadLetter)?,
         })
     }

@@ -25,15 +25,15 @@ use super::store::PartitionStore;
 use super::{classify, topics, Framings, KafkaRunError, Polled, POLL};
 use crate::billing::Ts;
 use crate::codec::avro::{
-    decode_event, decode_opened, encode_billed, encode_dead_letter, encode_opened, DeadLetterRecord, Framing,
+    decode_event, decode_unit, encode_billing, encode_dead_letter, encode_unit, DeadLetterRecord, Framing,
 };
-use crate::config::Config;
+use crate::config::{Config, Profiles};
 use crate::ops::health::health;
 use crate::ops::metrics::{metrics, DeadLetterReason, StageHandles};
 use crate::pipeline::engine::{Setup, PURGE_MARGIN};
 use crate::pipeline::ledger::{LedgerOutput, LedgerStage, LedgerStats, LEDGER_RETENTION};
 use crate::pipeline::pending::{meta_i64, read_meta_i64};
-use crate::pipeline::records::Rejected;
+use crate::pipeline::records::{Billed, Rejected};
 use crate::pipeline::windows::{WindowStats, WindowsOutput, WindowsStage};
 use crate::state::{Backend, Family, WriteSet};
 
@@ -498,6 +498,7 @@ pub fn run_windows(
                 m.partition(),
                 &mut wout,
                 framings,
+                &setup.profiles,
                 &mut buf,
                 &h,
             )?;
@@ -525,6 +526,7 @@ pub fn run_windows(
                     *p,
                     &mut wout,
                     framings,
+                    &setup.profiles,
                     &mut buf,
                     &h,
                 )?;
@@ -594,18 +596,20 @@ fn emit_windows(
     partition: i32,
     wout: &mut WindowsOutput,
     framings: &Framings,
+    profiles: &Profiles,
     buf: &mut Vec<u8>,
     h: &StageHandles,
 ) -> Result<(), KafkaRunError> {
     let now = std::time::SystemTime::now();
-    for (c, _position) in wout.opened.drain(..) {
+    for (u, _position) in wout.units.drain(..) {
         h.produced.inc();
-        h.output_latency(c.opened_at, now);
+        h.output_latency(u.ts(), now);
         buf.clear();
-        encode_opened(&c, &framings.conversations, buf);
+        encode_unit(&u, &framings.conversations, &framings.messages, buf);
+        // Keyed by business portfolio: one ledger task owns a portfolio's counters.
         out.send(OutRecord {
             topic: conv_topic,
-            key: c.waba_id.as_bytes(),
+            key: profiles.portfolio_of(u.waba_id()).as_bytes(),
             value: Some(buf),
             partition: None,
             headers: None,
@@ -762,7 +766,7 @@ pub fn run_ledger(
             }
             applied += 1;
             t.last_input = Instant::now();
-            match decode_opened(payload) {
+            match decode_unit(payload, &|id| framings.kind_of_schema_id(id)) {
                 Err(e) => dead_letter(
                     t.producer(&out),
                     &dlq,
@@ -770,7 +774,7 @@ pub fn run_ledger(
                     &m,
                     (
                         DeadLetterReason::InvalidRecord,
-                        format!("not a ConversationOpened: {e}"),
+                        format!("not a ConversationOpened or MessageDelivered: {e}"),
                     ),
                     &framings.dead_letter,
                 )?,
@@ -876,13 +880,17 @@ fn emit_ledger(
     let now = std::time::SystemTime::now();
     for b in lout.billed.drain(..) {
         h.produced.inc();
-        h.output_latency(b.opened.opened_at, now);
+        h.output_latency(b.sort_key().0, now);
         metrics().billed(&b);
         buf.clear();
-        encode_billed(&b, &framings.billing, buf);
+        encode_billing(&b, &framings.billing, &framings.charges, buf);
+        let key = match &b {
+            Billed::Conversation(c) => c.opened.waba_id.as_str(),
+            Billed::Message(m) => m.portfolio.as_str(),
+        };
         out.send(OutRecord {
             topic: billing,
-            key: b.opened.waba_id.as_bytes(),
+            key: key.as_bytes(),
             value: Some(buf),
             partition: None,
             headers: None,

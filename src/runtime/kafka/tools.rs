@@ -12,9 +12,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::clients::{base_config, Out, OutRecord, Role};
 use super::{classify, topics, KafkaRunError, Polled};
-use crate::codec::avro::decode_billed;
+use crate::codec::avro::decode_billing;
 use crate::config::Config;
-use crate::pipeline::records::ConversationBilled;
+use crate::pipeline::records::Billed;
 
 /// Produces every non-empty line of `inputs` (`-` = stdin) to the webhooks topic, in
 /// order, and waits until the broker acknowledged all of them. Creates the topic (one
@@ -69,15 +69,17 @@ pub fn produce_webhooks(config: &Config, inputs: &[String], progress: bool) -> R
     Ok(n)
 }
 
-/// Reads the billing topic from the beginning, deduplicated by conversation id (the
-/// effectively-once guarantee allows repeats), until it has been at its end with no new
-/// record for `quiet`, or `timeout` passes. Returns the records in (opened_at, id) order.
+/// Reads the billing topic from the beginning, deduplicated by conversation or charge id
+/// (the effectively-once guarantee allows repeats), until it has been at its end with no
+/// new record for `quiet`, or `timeout` passes. Returns the records in (instant, id) order.
+/// Confluent-framed records are told apart by the schema ids of this configuration.
 pub fn read_billing(
     config: &Config,
     quiet: Duration,
     timeout: Duration,
     progress: bool,
-) -> Result<Vec<ConversationBilled>, KafkaRunError> {
+) -> Result<Vec<Billed>, KafkaRunError> {
+    let framings = super::Framings::resolve(config)?;
     let k = &config.kafka;
     let topic = k.billing_topic();
     let mut c = base_config(k, Role::Consumer);
@@ -103,9 +105,9 @@ pub fn read_billing(
             Polled::Record(m) => {
                 last_record = Instant::now();
                 next.insert(m.partition(), m.offset() + 1);
-                match decode_billed(m.payload().unwrap_or_default()) {
+                match decode_billing(m.payload().unwrap_or_default(), &|id| framings.kind_of_schema_id(id)) {
                     Ok(b) => {
-                        if seen.insert(b.opened.conversation_id.clone()) {
+                        if seen.insert(b.sort_key().1.to_string()) {
                             records.push(b);
                         }
                     }
@@ -134,7 +136,7 @@ pub fn read_billing(
         if progress && last_report.elapsed() >= Duration::from_secs(5) {
             last_report = Instant::now();
             eprintln!(
-                "wabill statements: {} conversations read from {topic}, waiting for the stream to drain",
+                "wabill statements: {} records read from {topic}, waiting for the stream to drain",
                 records.len()
             );
         }
