@@ -4,9 +4,11 @@
 pub mod engine;
 pub mod ledger;
 pub mod pending;
+pub mod privacy;
 pub mod records;
 pub mod reorder;
 pub mod windows;
 
 pub use engine::Engine;
+pub use privacy::UserHasher;
 pub use records::{ConversationBilled, ConversationOpened, RejectClass, Rejected};
