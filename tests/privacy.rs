@@ -1,5 +1,6 @@
 //! `[privacy] hash_users`: with it on, no billing record or statement — replay's JSON
-//! lines, `--summary`, the Kafka billing topic — holds an end user's number, `user` is
+//! lines, `--summary`, the Kafka billing topic — holds an end user's number, not even in
+//! base64 inside a Meta message id or behind an unkeyed conversation id; `user` is
 //! HMAC-SHA-256(key, number) in hex (computed here independently with the hmac crate),
 //! replay and `wabill run` agree, and dead letters keep the original bytes.
 
@@ -11,6 +12,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 
@@ -58,13 +61,41 @@ fn users_in(lines: &[String]) -> BTreeSet<String> {
     out
 }
 
+/// A message id as Meta writes them: base64 of a protobuf that starts with the user's
+/// number (`wamid.HBgL…` for 11 digits; the example in Meta's webhook docs decodes to
+/// `16505076520`).
+fn meta_wamid(user: &str, tail: &str) -> String {
+    let mut b = vec![0x1c, 0x18, user.len() as u8];
+    b.extend_from_slice(user.as_bytes());
+    b.extend_from_slice(&[0x15, 0x02, 0x00, 0x11, 0x18, tail.len() as u8]);
+    b.extend_from_slice(tail.as_bytes());
+    b.push(0);
+    format!("wamid.{}", BASE64.encode(b))
+}
+
+/// The numbers of `users` inside base64 in any string field of `records` (Meta's
+/// message ids).
+fn leaked_in_base64<'a>(records: &[Value], users: &'a BTreeSet<String>) -> Vec<&'a String> {
+    let mut decoded = String::new();
+    for r in records {
+        for v in r.as_object().expect("records are objects").values() {
+            let Some(text) = v.as_str() else { continue };
+            if let Ok(bytes) = BASE64.decode(text.strip_prefix("wamid.").unwrap_or(text)) {
+                decoded.push_str(&String::from_utf8_lossy(&bytes));
+                decoded.push('\n');
+            }
+        }
+    }
+    leaked(&decoded, users)
+}
+
 /// The simulated fortnight, then a conversation of `USER` and a dead-lettered status of
 /// `DEAD_USER` after it (in event-time order: nothing late).
 fn input() -> Vec<String> {
     let mut lines = common::traffic(41, 3000, 200);
     let t = T0 + 11 * 24 * H;
-    lines.push(common::inbound(USER, "wamid.privacy-in", t));
-    lines.extend(common::reply(USER, "wamid.privacy-out", t + 60));
+    lines.push(common::inbound(USER, &meta_wamid(USER, "9A3CA5B3D4CD6E67E7"), t));
+    lines.extend(common::reply(USER, &meta_wamid(USER, "9A3CA5B3D4CD6E67E8"), t + 60));
     lines.push(common::status(DEAD_USER, "wamid.privacy-bad", "deleted", t + 120));
     lines
 }
@@ -85,14 +116,17 @@ fn leaked<'a>(text: &str, users: &'a BTreeSet<String>) -> Vec<&'a String> {
     users.iter().filter(|u| text.contains(u.as_str())).collect()
 }
 
-/// `records` with `user` replaced by its keyed hash, as compact JSON strings.
+/// `records` with `user`, `opening_message_id` and `conversation_id` (its first 32 hex
+/// characters) replaced by their keyed hashes, as compact JSON strings.
 fn expected_hashed(records: &[Value], key: &[u8]) -> BTreeSet<String> {
     records
         .iter()
         .map(|r| {
             let mut r = r.clone();
-            let user = r["user"].as_str().expect("user is a string").to_string();
-            r["user"] = Value::String(hmac_hex(key, &user));
+            for (field, len) in [("user", 64), ("opening_message_id", 64), ("conversation_id", 32)] {
+                let plain = r[field].as_str().expect("a string field").to_string();
+                r[field] = Value::String(hmac_hex(key, &plain)[..len].to_string());
+            }
             r.to_string()
         })
         .collect()
@@ -113,10 +147,16 @@ fn replay_output_and_statements_hold_no_user_number() {
     let plain_text = String::from_utf8_lossy(&plain.output_bytes);
     assert!(leaked(&plain_text, &users).len() > 100, "the plain output names users");
     assert!(plain_text.contains(USER));
+    assert_eq!(
+        leaked_in_base64(&plain.records, &users),
+        vec![USER],
+        "the plain output's Meta message id holds the number"
+    );
 
     let text = String::from_utf8_lossy(&hashed.output_bytes);
     assert!(hashed.records.len() > 300, "{} records", hashed.records.len());
     assert_eq!(leaked(&text, &users), Vec::<&String>::new(), "numbers in the output");
+    assert_eq!(leaked_in_base64(&hashed.records, &users), Vec::<&String>::new());
     let summary = render(&hashed.report.statements);
     assert_eq!(
         leaked(&summary, &users),
@@ -125,7 +165,9 @@ fn replay_output_and_statements_hold_no_user_number() {
     );
     assert_eq!(summary, render(&plain.report.statements), "statements do not change");
 
-    // `user` is HMAC-SHA-256(key, number), and nothing else changes.
+    // `user` is HMAC-SHA-256(key, number), the ids are keyed hashes too (an unkeyed
+    // conversation id would give the number to anyone trying every number of the
+    // country), and nothing else changes.
     let want_user = hmac_hex(KEY, USER);
     assert_eq!(want_user.len(), 64);
     assert!(
@@ -134,6 +176,11 @@ fn replay_output_and_statements_hold_no_user_number() {
     );
     let got: BTreeSet<String> = hashed.records.iter().map(Value::to_string).collect();
     assert_eq!(got, expected_hashed(&plain.records, KEY));
+    let ids = |b: &common::Billed| -> BTreeSet<String> {
+        b.records.iter().map(|r| r["conversation_id"].to_string()).collect()
+    };
+    assert_eq!(ids(&hashed).len(), hashed.records.len(), "ids stay distinct");
+    assert!(ids(&hashed).is_disjoint(&ids(&plain)), "no unkeyed conversation id");
 
     // Dead letters keep the original text, numbers included (they are for re-processing).
     let without_input = |dead: &[Value]| -> Vec<Value> {
@@ -188,12 +235,14 @@ fn cli_replay_takes_the_key_from_the_environment_first() {
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(leaked(&text, &users), Vec::<&String>::new());
     let records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let mine: Vec<&Value> = records
+    let mine = records
         .iter()
-        .filter(|r| r["opening_message_id"] == "wamid.privacy-out")
-        .collect();
-    assert_eq!(mine.len(), 1, "{records:?}");
-    assert_eq!(mine[0]["user"], hmac_hex(b"the environment's key", USER).as_str());
+        .filter(|r| r["user"] == hmac_hex(b"the environment's key", USER).as_str())
+        .count();
+    assert_eq!(
+        mine, 1,
+        "one conversation of {USER}, hashed under the environment's key"
+    );
     assert!(std::fs::read_to_string(&dead).unwrap().contains(DEAD_USER));
 
     // Without the environment the file's key (less its newline) hashes.
@@ -251,8 +300,8 @@ fn run_equals_replay_with_hashing_on() {
     let prefix = "privacy";
     let mut lines = common::traffic(43, 1500, 120);
     let t = T0 + 11 * 24 * H;
-    lines.push(common::inbound(USER, "wamid.privacy-in", t));
-    lines.extend(common::reply(USER, "wamid.privacy-out", t + 60));
+    lines.push(common::inbound(USER, &meta_wamid(USER, "9A3CA5B3D4CD6E67E7"), t));
+    lines.extend(common::reply(USER, &meta_wamid(USER, "9A3CA5B3D4CD6E67E8"), t + 60));
     let users = users_in(&lines);
     let key_path = key_file(dir.path(), KEY);
     let reference = common::replay_lines(&lines, &privacy_toml(&key_path));
@@ -317,6 +366,8 @@ fn run_equals_replay_with_hashing_on() {
         Vec::<&String>::new(),
         "numbers on the billing topic"
     );
+    let got_values: Vec<Value> = got.iter().map(|r| serde_json::from_str(r).unwrap()).collect();
+    assert_eq!(leaked_in_base64(&got_values, &users), Vec::<&String>::new());
 
     let dead = broker.consume_all(
         &format!("{prefix}-dead-letter"),

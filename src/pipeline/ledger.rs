@@ -299,7 +299,8 @@ impl LedgerStage {
         }));
         self.stats.conversations += 1;
         // The privacy seam: every record the ledger emits passes here, after every
-        // decision (the rules and the state keep the number).
+        // decision (the rules, the dedupe above and the state keep the number and the
+        // unhashed id).
         let mut c = c;
         if let Some(h) = &self.user_hasher {
             h.pseudonymise(&mut c);

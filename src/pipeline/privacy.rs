@@ -6,6 +6,13 @@
 //! reversed by hashing every number of the country. Deterministic: the same key gives the
 //! same hash in replay and on Kafka, across restarts, so records still group per user.
 //!
+//! Two more fields give the number away and are keyed-hashed too: Meta's message ids
+//! (`wamid.HBgL…`) carry the user's number in base64 (`opening_message_id`), and the
+//! conversation id is an unkeyed hash of (business number, user, category, opened_at),
+//! every part but the user in the record itself — trying every number of the country finds
+//! the user. Both stay deterministic (the same record, the same values), and the
+//! conversation id keeps its shape (32 hex characters).
+//!
 //! One seam: the ledger applies `UserHasher::pseudonymise` to each record as it leaves the
 //! stage (`LedgerStage::apply`), so the replay's JSON lines, the billing topic's Avro and
 //! the month statements all get it, and no sink knows about privacy. Any other record kind
@@ -46,9 +53,20 @@ impl UserHasher {
         hex(&digest)
     }
 
-    /// Replaces the user-identifying fields of a conversation about to leave the ledger.
+    /// The keyed hash of an id whose shape is 32 hex characters (a conversation id):
+    /// the first 128 bits of `apply`.
+    pub fn apply_id(&self, id: &str) -> String {
+        let mut h = self.apply(id);
+        h.truncate(32);
+        h
+    }
+
+    /// Replaces the user-identifying fields of a conversation about to leave the ledger:
+    /// the user, and the ids that can be turned back into the user's number.
     pub fn pseudonymise(&self, c: &mut ConversationOpened) {
         c.user = self.apply(&c.user);
+        c.conversation_id = self.apply_id(&c.conversation_id);
+        c.opening_message_id = self.apply(&c.opening_message_id);
     }
 }
 
@@ -101,6 +119,8 @@ mod tests {
         assert_eq!(a.apply(user).len(), 64);
         assert!(!a.apply(user).contains(user));
         assert!(UserHasher::new(b"").is_none(), "an empty key is refused");
+        assert_eq!(a.apply_id("5b0c").len(), 32);
+        assert!(a.apply(user).starts_with(&a.apply_id(user)));
         assert_eq!(format!("{a:?}"), "UserHasher(***)", "Debug shows no key");
     }
 }
