@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use crate::billing::{Country, EraCalendar, RateCard};
 use crate::ingest::OnPremises;
+use crate::pipeline::UserHasher;
 
 pub const DEFAULT_LATENESS_SECS: u64 = 120;
 pub const DEFAULT_FREE_TIER: u32 = 1000;
@@ -50,6 +51,8 @@ pub struct Config {
     pub schema_registry: SchemaRegistryConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
 }
 
 /// Where and how `wabill run` talks to Kafka.
@@ -260,6 +263,55 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// `[privacy]`: users in the output as keyed hashes (pipeline/privacy.rs).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// `user` in every output record and statement becomes HMAC-SHA-256(key, number), hex.
+    #[serde(default)]
+    pub hash_users: bool,
+    /// A file holding the key (its bytes; one trailing newline is not part of it).
+    /// `WABILL_USER_HASH_KEY` wins over it. The key itself is never a config value.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// The environment variable holding the user hash key (wins over `[privacy] key_file`).
+pub const USER_HASH_KEY_ENV: &str = "WABILL_USER_HASH_KEY";
+
+impl PrivacyConfig {
+    /// The hasher when `hash_users` is on: the key from `WABILL_USER_HASH_KEY` (its
+    /// bytes as given), else from `key_file` (its bytes, one trailing `\n` or `\r\n`
+    /// removed). On with no key, or an empty one, is an error: never a silent fallback
+    /// to numbers in the output.
+    pub fn user_hasher(&self, env: impl Fn(&str) -> Option<String>) -> Result<Option<UserHasher>, ConfigError> {
+        if !self.hash_users {
+            return Ok(None);
+        }
+        let (key, from) = match (env(USER_HASH_KEY_ENV), &self.key_file) {
+            (Some(k), _) => (k.into_bytes(), USER_HASH_KEY_ENV.to_string()),
+            (None, Some(path)) => {
+                let p = path.display().to_string();
+                let mut bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                    if bytes.last() == Some(&b'\r') {
+                        bytes.pop();
+                    }
+                }
+                (bytes, format!("[privacy] key_file {p}"))
+            }
+            (None, None) => return Err(ConfigError::NoUserHashKey),
+        };
+        UserHasher::new(&key)
+            .map(Some)
+            .ok_or(ConfigError::EmptyUserHashKey { from })
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -388,6 +440,10 @@ pub enum ConfigError {
     Portfolio(String),
     #[error("waba {id}: auth_international_exclude entry {value:?} is not an ISO 3166 alpha-2 country code")]
     AuthInternationalExclude { id: String, value: String },
+    #[error("[privacy] hash_users = true needs a key: set WABILL_USER_HASH_KEY or [privacy] key_file")]
+    NoUserHashKey,
+    #[error("the user hash key ({from}) is empty")]
+    EmptyUserHashKey { from: String },
 }
 
 impl Config {
@@ -685,6 +741,69 @@ mod tests {
         c.apply_env(|k| (k == "WABILL_PROCESSING_GUARANTEE").then(|| "exactly_once".to_string()))
             .unwrap();
         assert!(c.kafka.exactly_once());
+    }
+
+    #[test]
+    fn user_hash_key_from_environment_or_file() {
+        let user = "5511987654321";
+        let no_env = |_: &str| None;
+        let env = |v: &'static str| move |k: &str| (k == USER_HASH_KEY_ENV).then(|| v.to_string());
+
+        // Off (the default): no hasher, no key needed, even with one in the environment.
+        assert!(Config::default().privacy.user_hasher(no_env).unwrap().is_none());
+        assert!(!Config::default().privacy.hash_users);
+        let c: Config = toml::from_str("[privacy]\nhash_users = false\n").unwrap();
+        assert!(c.privacy.user_hasher(env("k")).unwrap().is_none());
+
+        // On without a key: a start-up error that says what to set.
+        let c: Config = toml::from_str("[privacy]\nhash_users = true\n").unwrap();
+        let e = c.privacy.user_hasher(no_env).unwrap_err();
+        assert!(matches!(e, ConfigError::NoUserHashKey), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("WABILL_USER_HASH_KEY") && text.contains("key_file"),
+            "{text}"
+        );
+        let e = c.privacy.user_hasher(env("")).unwrap_err();
+        assert!(matches!(e, ConfigError::EmptyUserHashKey { .. }), "{e:?}");
+
+        let from_env = c.privacy.user_hasher(env("s3cret")).unwrap().unwrap();
+        let reference = UserHasher::new(b"s3cret").unwrap();
+        assert_eq!(from_env.apply(user), reference.apply(user));
+
+        // A key file: its bytes, one trailing newline (LF or CRLF) not part of the key.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("user-hash.key");
+        let with_file = |contents: &[u8]| -> Config {
+            std::fs::write(&file, contents).unwrap();
+            toml::from_str(&format!(
+                "[privacy]\nhash_users = true\nkey_file = '{}'\n",
+                file.display()
+            ))
+            .unwrap()
+        };
+        for contents in [&b"s3cret"[..], b"s3cret\n", b"s3cret\r\n"] {
+            let h = with_file(contents).privacy.user_hasher(no_env).unwrap().unwrap();
+            assert_eq!(h.apply(user), reference.apply(user), "{contents:?}");
+        }
+        let h = with_file(b"s3cret\n\n").privacy.user_hasher(no_env).unwrap().unwrap();
+        assert_ne!(h.apply(user), reference.apply(user), "only one newline is trimmed");
+        let c = with_file(b"file-key\n");
+        let h = c.privacy.user_hasher(env("s3cret")).unwrap().unwrap();
+        assert_eq!(
+            h.apply(user),
+            reference.apply(user),
+            "the environment wins over the file"
+        );
+        let e = with_file(b"\n").privacy.user_hasher(no_env).unwrap_err();
+        assert!(matches!(e, ConfigError::EmptyUserHashKey { .. }), "{e:?}");
+        assert!(e.to_string().contains("key_file"), "{e}");
+        std::fs::remove_file(&file).unwrap();
+        let e = c.privacy.user_hasher(no_env).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
+
+        // The key itself is not a config value (it would end up in files and `Debug`).
+        assert!(toml::from_str::<Config>("[privacy]\nhash_users = true\nkey = 'x'\n").is_err());
     }
 
     #[test]

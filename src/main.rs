@@ -328,7 +328,10 @@ fn run(cli: Cli) -> Result<()> {
             timeout_secs,
             output,
         } => {
-            let cfg = kafka_config(config.as_deref(), brokers)?;
+            let mut cfg = kafka_config(config.as_deref(), brokers)?;
+            // Reads records the ledger already wrote (hashed or not): bills nothing, so it
+            // needs no user hash key even with the run's configuration file.
+            cfg.privacy.hash_users = false;
             let setup = load_setup(&cfg, None, None, None)?;
             let records = wabill::runtime::kafka::tools::read_billing(
                 &cfg,

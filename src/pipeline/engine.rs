@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::ledger::{LedgerOutput, LedgerStage};
+use super::privacy::UserHasher;
 use super::records::{Billed, Rejected};
 use super::windows::{WindowsOutput, WindowsStage};
 use crate::billing::{MarketMap, RateCard, Ts, VolumeTiers, DAY_SECS};
@@ -32,11 +33,16 @@ pub struct Setup {
     pub lateness: Ts,
     pub dedupe_horizon: Ts,
     pub cache_entries: usize,
+    /// `[privacy] hash_users`: the ledger's output carries keyed hashes of users.
+    pub user_hasher: Option<Arc<UserHasher>>,
 }
 
 impl Setup {
+    /// Start-up: validates the configuration and reads the user hash key, when hashing is
+    /// on, from `WABILL_USER_HASH_KEY` or `[privacy] key_file` (the stages do no I/O).
     pub fn new(config: &Config, card: RateCard, markets: MarketMap) -> Result<Setup, ConfigError> {
         let profiles = config.profiles(&card)?;
+        let user_hasher = config.privacy.user_hasher(|k| std::env::var(k).ok())?;
         Ok(Setup {
             profiles: Arc::new(profiles),
             markets: Arc::new(markets),
@@ -45,6 +51,7 @@ impl Setup {
             lateness: config.allowed_lateness_secs as Ts,
             dedupe_horizon: config.dedupe_horizon_secs as Ts,
             cache_entries: config.state_cache_entries,
+            user_hasher: user_hasher.map(Arc::new),
         })
     }
 
@@ -77,6 +84,7 @@ impl Setup {
             self.lateness,
             self.cache_entries,
         )
+        .with_user_hasher(self.user_hasher.clone())
     }
 }
 

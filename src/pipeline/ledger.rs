@@ -14,6 +14,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 
 use super::pending::{load_pending, meta_i64, read_meta_i64, PendingJournal};
+use super::privacy::UserHasher;
 use super::records::{
     Billed, ConversationBilled, ConversationOpened, MessageCharged, MessageDelivered, RejectClass, Rejected, Unit,
 };
@@ -95,6 +96,8 @@ pub struct LedgerStage {
     journal: PendingJournal,
     /// The last WABA-local (year, month) and its `YYYY-MM` label.
     last_month: Option<((i32, u32), String)>,
+    /// `[privacy] hash_users`: applied to every record as it leaves the stage.
+    user_hasher: Option<Arc<UserHasher>>,
     pub stats: LedgerStats,
 }
 
@@ -118,8 +121,15 @@ impl LedgerStage {
             key: Vec::with_capacity(64),
             journal: PendingJournal::default(),
             last_month: None,
+            user_hasher: None,
             stats: LedgerStats::default(),
         }
+    }
+
+    /// Records leave the stage with users as keyed hashes (pipeline/privacy.rs).
+    pub fn with_user_hasher(mut self, hasher: Option<Arc<UserHasher>>) -> Self {
+        self.user_hasher = hasher;
+        self
     }
 
     pub fn stream_time(&self) -> Ts {
@@ -319,6 +329,13 @@ impl LedgerStage {
             value: 1,
         }));
         self.stats.conversations += 1;
+        // The privacy seam: every record the ledger emits passes here, after every
+        // decision (the rules, the dedupe above and the state keep the number and the
+        // unhashed id).
+        let mut c = c;
+        if let Some(h) = &self.user_hasher {
+            h.pseudonymise(&mut c);
+        }
         out.billed.push(Billed::Conversation(ConversationBilled {
             month,
             market,
@@ -454,6 +471,11 @@ impl LedgerStage {
         };
         seen.set(Some(Counter { expires_at, value: 1 }));
         self.stats.messages += 1;
+        // The privacy seam (see `apply_conversation`).
+        let mut m = m;
+        if let Some(h) = &self.user_hasher {
+            h.pseudonymise_message(&mut m);
+        }
         out.billed.push(Billed::Message(MessageCharged {
             portfolio,
             month,

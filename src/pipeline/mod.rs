@@ -4,11 +4,13 @@
 pub mod engine;
 pub mod ledger;
 pub mod pending;
+pub mod privacy;
 pub mod records;
 pub mod reorder;
 pub mod windows;
 
 pub use engine::Engine;
+pub use privacy::UserHasher;
 pub use records::{
     Billed, ConversationBilled, ConversationOpened, MessageCharged, MessageDelivered, RejectClass, Rejected, Unit,
 };

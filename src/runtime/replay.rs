@@ -6,6 +6,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -200,7 +202,7 @@ pub fn run(config: &Config, setup: &Setup, opts: &ReplayOptions) -> Result<Repla
                     let reason = format!("line is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to());
                     let lossy = String::from_utf8_lossy(&buf);
                     dead.write(DeadLetterOut {
-                        original_base64: Some(base64(&buf)),
+                        original_base64: Some(BASE64.encode(&buf)),
                         ..DeadLetterOut::line(input, line_no, &reason, &lossy)
                     })?;
                     continue;
@@ -399,41 +401,42 @@ impl Progress {
     }
 }
 
-/// Standard base64 (RFC 4648, with padding) for dead-lettered bytes.
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(A[(n >> 18) as usize & 63] as char);
-        out.push(A[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            A[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            A[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
+    /// A line that is not UTF-8 is dead-lettered with its exact bytes in
+    /// `original_base64` (standard alphabet, padded) and a lossy `original`.
     #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(super::base64(i.as_bytes()), o);
-        }
+    fn non_utf8_line_keeps_its_bytes_in_the_dead_letter() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        let bad: &[u8] = b"{\"object\":\"whatsapp_business_account\",\"x\":\"\xff\xfe\"}";
+        std::fs::write(&input, [bad, b"\n"].concat()).unwrap();
+        let dead = dir.path().join("dead.jsonl");
+        let config = crate::config::Config::default();
+        let setup = super::Setup::new(
+            &config,
+            crate::billing::RateCard::bundled_sample().unwrap(),
+            crate::billing::MarketMap::bundled(),
+        )
+        .unwrap();
+        let opts = super::ReplayOptions {
+            inputs: vec![input.display().to_string()],
+            output: None,
+            dead_letter: Some(dead.display().to_string()),
+            state_dir: Some(dir.path().join("state")),
+            progress: false,
+        };
+        let report = super::run(&config, &setup, &opts).unwrap();
+        assert_eq!(report.dead_letters, 1);
+        let text = std::fs::read_to_string(&dead).unwrap();
+        let d: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(d["line"], 1);
+        assert!(d["reason"].as_str().unwrap().contains("not valid UTF-8"), "{d}");
+        let bytes = super::BASE64.decode(d["original_base64"].as_str().unwrap()).unwrap();
+        let bytes = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        assert_eq!(bytes, bad, "the exact bytes, not the lossy text");
+        assert!(d["original"].as_str().unwrap().contains('\u{fffd}'), "{d}");
     }
 }
