@@ -101,7 +101,12 @@ pub fn replay_lines(lines: &[String], config_toml: &str) -> Billed {
 
 pub fn replay_files(inputs: &[String], config_toml: &str, dir: &std::path::Path) -> Billed {
     let cfg: Config = toml::from_str(config_toml).expect("config");
-    let setup = Setup::new(&cfg, RateCard::bundled_sample().expect("card"), MarketMap::bundled()).expect("setup");
+    let mut setup = Setup::new(&cfg, RateCard::bundled_sample().expect("card"), MarketMap::bundled()).expect("setup");
+    // As `wabill replay` does with the config's `tiers` key (a test writes its own bands).
+    if let Some(path) = &cfg.tiers {
+        let text = std::fs::read_to_string(path).expect("read tiers");
+        setup = setup.with_tiers(wabill::billing::VolumeTiers::parse(&text).expect("tiers"));
+    }
     let output = dir.join("out.jsonl");
     let dead = dir.join("dead.jsonl");
     let opts = ReplayOptions {
