@@ -4,7 +4,8 @@
 //!     events with the in-memory store.
 //! (b) `replay_path`: parse Meta JSON, normalise, engine with the RocksDB-backed store;
 //!     `replay_path_rocksdb_cbp2023` the same on a generated `cbp-2023` month (categories,
-//!     send-log records, Meta's category pricing objects).
+//!     send-log records, Meta's category pricing objects), `replay_path_rocksdb_pmp2026` on
+//!     a generated `pmp-2026-10` month (one record per delivered message, sample bands).
 //!
 //! Traffic: a generated month, ≥ 1 M events, 100 k users, 50 WABAs. Override the size
 //! with WABILL_BENCH_EVENTS for a quick run.
@@ -18,7 +19,7 @@
 //!     records and ledger. They are how #2's 10 M events/s target was checked against
 //!     what the hardware allows.
 //!
-//! `WABILL_BENCH_ONCE=engine` (or `replay`, `replay_cbp2023`, `floor`, `floor_full`) runs that workload exactly once instead of
+//! `WABILL_BENCH_ONCE=engine` (or `replay`, `replay_cbp2023`, `replay_pmp2026`, `floor`, `floor_full`) runs that workload exactly once instead of
 //! criterion, for instruction counts: `valgrind --tool=callgrind
 //! --toggle-collect='engine::run_*'` counts only the measured function.
 
@@ -34,7 +35,7 @@ use wabill::billing::era::EraCalendar;
 use wabill::billing::policy::{Cbp2022, Delivery, EraPolicy};
 use wabill::billing::window::{DeliveryDecision, OpenConversation};
 use wabill::billing::Ts;
-use wabill::billing::{MarketMap, RateCard};
+use wabill::billing::{MarketMap, RateCard, VolumeTiers};
 use wabill::config::{Config, Profiles};
 use wabill::ingest::{MessageEvent, Normaliser};
 use wabill::pipeline::engine::{Engine, Setup, PURGE_MARGIN};
@@ -71,11 +72,34 @@ fn month_lines_cbp2023() -> Vec<String> {
     lines
 }
 
+/// The same month in `pmp-2026-10` (October 2026, every message billed by itself): send-log
+/// records, Meta's pricing objects, the bundled sample card and volume bands.
+fn month_lines_pmp2026() -> Vec<String> {
+    let cfg = SimConfig {
+        start: 1_790_812_800, // 2026-10-01T00:00:00Z
+        send_log: true,
+        ..SimConfig::benchmark_month(events_target())
+    };
+    let mut lines = Vec::new();
+    sim::generate(&cfg, |l| lines.push(l.to_string()));
+    lines
+}
+
+/// The era months other than cbp-2022's, by the name their benchmark and
+/// `WABILL_BENCH_ONCE` value carry.
+fn era_month(name: &str) -> Option<Vec<String>> {
+    match name {
+        "replay_cbp2023" => Some(month_lines_cbp2023()),
+        "replay_pmp2026" => Some(month_lines_pmp2026()),
+        _ => None,
+    }
+}
+
 fn setup() -> Setup {
     let cfg = Config::default();
     let mut s = Setup::new(&cfg, RateCard::bundled_sample().unwrap(), MarketMap::bundled()).unwrap();
     s.profiles = Arc::new(Profiles::default_profiles());
-    s
+    s.with_tiers(VolumeTiers::bundled_sample().unwrap())
 }
 
 fn normalise(lines: &[String]) -> Vec<MessageEvent> {
@@ -415,19 +439,18 @@ fn bench(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 run_replay(&s, &lines, dir.path())
             }
-            "replay_cbp2023" => {
-                let lines = month_lines_cbp2023();
-                eprintln!(
-                    "cbp-2023 traffic: {} lines, {} events",
-                    lines.len(),
-                    normalise(&lines).len()
-                );
+            "replay_cbp2023" | "replay_pmp2026" => {
+                let lines = era_month(&which).unwrap_or_default();
+                let n_events = normalise(&lines).len();
                 let dir = tempfile::tempdir().unwrap();
                 let started = std::time::Instant::now();
                 let n = run_replay(&s, &lines, dir.path());
+                let secs = started.elapsed().as_secs_f64();
                 eprintln!(
-                    "replay_cbp2023: {n} conversations, {:.3} s",
-                    started.elapsed().as_secs_f64()
+                    "{which}: {} lines, {n_events} events, {n} records ({:.3} per event), {secs:.3} s ({:.0} ns/event)",
+                    lines.len(),
+                    n as f64 / n_events as f64,
+                    secs * 1e9 / n_events as f64
                 );
                 std::process::exit(0);
             }
@@ -451,7 +474,9 @@ fn bench(c: &mut Criterion) {
                 );
                 std::process::exit(0);
             }
-            other => panic!("WABILL_BENCH_ONCE={other}: expected engine, replay, floor or floor_full"),
+            other => panic!(
+                "WABILL_BENCH_ONCE={other}: expected engine, replay, replay_cbp2023, replay_pmp2026, floor or floor_full"
+            ),
         };
         let secs = started.elapsed().as_secs_f64();
         let cpu = thread_cpu_secs() - cpu_started;
@@ -472,17 +497,19 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(|| events.clone(), |evs| run_engine(&s, evs), BatchSize::PerIteration)
     });
 
-    // The replay path on the cbp-2022 month, then on the cbp-2023 month (its own element
-    // count: send-log records are events too).
-    let lines_2023 = month_lines_cbp2023();
-    let n_2023 = normalise(&lines_2023).len() as u64;
-    eprintln!("cbp-2023 bench traffic: {} lines, {} events", lines_2023.len(), n_2023);
-    for (name, month, n) in [
-        ("replay_path_rocksdb", &lines, n_events),
-        ("replay_path_rocksdb_cbp2023", &lines_2023, n_2023),
-    ] {
+    // The replay path on the cbp-2022 month, then on the cbp-2023 and pmp-2026-10 months
+    // (each with its own element count: send-log records are events too).
+    let mut months = vec![("replay_path_rocksdb".to_string(), lines.clone(), n_events)];
+    for era in ["replay_cbp2023", "replay_pmp2026"] {
+        let month = era_month(era).unwrap_or_default();
+        let n = normalise(&month).len() as u64;
+        eprintln!("{era} bench traffic: {} lines, {n} events", month.len());
+        months.push((era.replacen("replay", "replay_path_rocksdb", 1), month, n));
+    }
+    for (name, month, n) in &months {
+        let (month, n) = (month, *n);
         g.throughput(Throughput::Elements(n));
-        g.bench_function(name, |b| {
+        g.bench_function(name.as_str(), |b| {
             b.iter_batched(
                 || tempfile::tempdir().unwrap(),
                 |dir| {
