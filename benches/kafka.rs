@@ -2,7 +2,9 @@
 //! the same run measure (a) the raw consume rate of that topic by a bare rdkafka
 //! consumer and (b) `wabill run` end to end (webhooks → billing drained), and report the
 //! ratio. Not a timed test: run with `cargo bench --bench kafka` (WABILL_BENCH_EVENTS,
-//! default 1,000,000; WABILL_BENCH_STORAGE=memory|sqlite, default memory).
+//! default 1,000,000; WABILL_BENCH_STORAGE=memory|sqlite, default memory;
+//! WABILL_BENCH_MONTH=cbp2022|pmp2026, default cbp2022: the month of `benches/engine.rs`'s
+//! replay benchmarks of that era, billed with the bundled sample card and bands).
 
 #[allow(dead_code)]
 #[path = "../tests/support/broker.rs"]
@@ -40,7 +42,15 @@ fn main() {
     // One webhooks partition: the supported setup (a time-ordered raw feed; see README).
     broker.create_topic(&webhooks, 1, false);
 
-    let cfg = SimConfig::benchmark_month(events);
+    let cfg = match std::env::var("WABILL_BENCH_MONTH").as_deref() {
+        Ok("pmp2026") => SimConfig {
+            start: 1_790_812_800, // 2026-10-01T00:00:00Z, as benches/engine.rs
+            send_log: true,
+            ..SimConfig::benchmark_month(events)
+        },
+        Ok("cbp2022") | Err(_) => SimConfig::benchmark_month(events),
+        Ok(other) => panic!("WABILL_BENCH_MONTH={other}: expected cbp2022 or pmp2026"),
+    };
     let mut lines = Vec::new();
     sim::generate(&cfg, |l| lines.push(l.to_string()));
     let producer: BaseProducer = ClientConfig::new()
