@@ -108,10 +108,11 @@ fn a_format_1_state_directory_loads_and_billing_continues() {
 #[test]
 fn a_state_directory_of_a_newer_wabill_fails_at_start_up_naming_its_format() {
     let state = tempfile::tempdir().unwrap();
-    // Format 3 marker: version byte 3, then whatever a newer wabill writes.
-    write_raw(state.path(), &[marker(3, 3)]);
+    // A marker one format newer than this wabill's, in that format's own header.
+    let next = wabill::state::codec::FORMAT_VERSION + 1;
+    write_raw(state.path(), &[marker(next, i64::from(next))]);
     let err = replay_into(state.path(), &reply(USER, "wamid.x", T0)).expect_err("must not start");
-    assert!(err.contains("state format 3"), "{err}");
+    assert!(err.contains(&format!("state format {next}")), "{err}");
     assert!(err.contains("newer wabill"), "{err}");
 
     // A marker in the current layout naming a newer format fails the same way.
@@ -119,4 +120,36 @@ fn a_state_directory_of_a_newer_wabill_fails_at_start_up_naming_its_format() {
     write_raw(state.path(), &[marker(2, 7)]);
     let err = replay_into(state.path(), &reply(USER, "wamid.x", T0)).expect_err("must not start");
     assert!(err.contains("state format 7"), "{err}");
+}
+
+#[test]
+fn a_format_2_store_opens_and_bills_on() {
+    // Format 3 (the per-message eras' state) has format 2's layout. A store marked 2 by the
+    // conversation-era wabill, holding a format-2 scope: USER wrote at T0 (CSW until
+    // T0 + 24 h) and a user-initiated conversation opened at T0 + 1 h (until T0 + 25 h).
+    use wabill::billing::window::{OpenConversation, ScopeState, Slot};
+    use wabill::billing::{EraId, Origin};
+    use wabill::state::StoreValue;
+    let mut scope = ScopeState::default();
+    scope.on_inbound(T0, false);
+    scope.place(
+        Slot::Pair,
+        OpenConversation::new(T0 + H, 24 * H, Origin::UserInitiated, EraId::Cbp2022),
+    );
+    let mut value = Vec::new();
+    scope.encode(&mut value);
+    value[0] = 2; // the same bytes as format 2 wrote them
+    let mut scope_key = PNID.as_bytes().to_vec();
+    scope_key.push(0);
+    scope_key.extend_from_slice(USER.as_bytes());
+    let state = tempfile::tempdir().unwrap();
+    write_raw(state.path(), &[marker(2, 2), ("scopes", scope_key, value)]);
+    // Inside the stored conversation: joins it, no record. After it and the CSW: business-
+    // initiated at the 2022 North America rate 0.0147 (free tier off).
+    let mut lines = reply(USER, "wamid.in", T0 + 2 * H);
+    lines.extend(reply(USER, "wamid.after", T0 + 26 * H));
+    let records = replay_into(state.path(), &lines).expect("a format-2 store loads");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["origin"], "business_initiated");
+    assert_eq!(records[0]["price"], "0.0147");
 }

@@ -11,13 +11,18 @@
 //! any later wabill writes (they count up from 2). So a value says which format it is in,
 //! format-1 values are read (and rewritten as format 2 the next time they change), and a
 //! value from a newer wabill is an error naming its version, never a misread.
+//!
+//! Format 3 has format 2's layout; the number says the store may hold state of the
+//! per-message eras (the ledger's service free-tier and volume-tier counters, waiting
+//! `MessageDelivered` units in its journal), which a wabill that reads only format 2 must
+//! refuse at start-up rather than misread. Formats 2 and 3 read the same way.
 
 use super::StoreValue;
 use crate::billing::window::{OpenConversation, ScopeState, Slot, SLOTS};
 use crate::billing::{EraId, MessageKind, Origin, Ts};
 
 /// The format this wabill writes.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 /// The oldest format it reads.
 pub const OLDEST_READABLE: u8 = 1;
 
@@ -65,8 +70,8 @@ pub fn split_value(b: &[u8]) -> Result<Versioned<'_>, FormatError> {
             expires_at: get_i64(b, 0).ok_or_else(short)?,
             payload: &b[8..],
         }),
-        Some(FORMAT_VERSION) => Ok(Versioned {
-            version: FORMAT_VERSION,
+        Some(v @ 2..=FORMAT_VERSION) => Ok(Versioned {
+            version: v,
             expires_at: get_i64(b, 1).ok_or_else(short)?,
             payload: &b[9..],
         }),
