@@ -1,7 +1,10 @@
 //! A deterministic generator of realistic Meta webhook traffic: users writing in (some
 //! from Click-to-WhatsApp ads), businesses replying and sending templates, statuses that
 //! arrive batched, out of order within seconds, duplicated by retries, `read` without
-//! `delivered`, failures. Used for the bundled sample, benchmarks and property tests.
+//! `delivered`, failures; with the send log on, the BSP's send-log records and Meta's
+//! `pricing` objects as Meta sends them in each era (from 2025-07-01 its per-message
+//! verdicts, `"pricing_model":"PMP"`). Used for the bundled sample, benchmarks and
+//! property tests.
 
 use std::fmt::Write as _;
 
@@ -51,9 +54,10 @@ pub struct SimConfig {
     pub max_disorder_secs: i64,
     /// Share of traffic that goes to the first WABA (to push it past its free tier).
     pub first_waba_share: f64,
-    /// Emit the BSP's send-log records and Meta's category `pricing` objects (the category
-    /// eras need a message's kind, docs/billing-rules.md §6). Off: the 2022 traffic of earlier versions,
-    /// byte for byte.
+    /// Emit the BSP's send-log records and Meta's `pricing` objects with a category (the
+    /// category and per-message eras need a message's kind, docs/billing-rules.md §6; from
+    /// 2025-07-01 the objects are Meta's per-message verdicts). Off: the 2022 traffic of
+    /// earlier versions, byte for byte.
     pub send_log: bool,
 }
 
@@ -742,7 +746,7 @@ fn payload(out: &mut String, evs: &[Ev], batch: &[usize], msgs: &[Msg], users: &
             } else if let Some(k) = m.kind.filter(|_| e.ts >= CATEGORY_ERAS_FROM) {
                 // Category eras: Meta's pricing category (here the message's own category;
                 // for a free-form message inside a template conversation Meta names the
-                // conversation's, which joins the same conversation, docs/billing-rules.md §9).
+                // conversation's, which joins the same conversation, docs/billing-rules.md §6).
                 let origin = k.kind.category();
                 let category = if k.priced {
                     format!(r#","category":"{origin}""#)
