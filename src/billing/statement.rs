@@ -366,3 +366,104 @@ fn to_output_2(d: Decimal) -> String {
     // Rounded totals keep the minor-unit scale ("12.30", not "12.3").
     d.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_month() -> MonthStatement {
+        let mut by_message = BTreeMap::new();
+        by_message.insert((MessageCategory::Marketing, PricingType::Regular), 46);
+        by_message.insert((MessageCategory::AuthenticationInternational, PricingType::Regular), 1);
+        by_message.insert((MessageCategory::Service, PricingType::Regular), 14);
+        by_message.insert((MessageCategory::Service, PricingType::FreeCustomerService), 78);
+        by_message.insert((MessageCategory::ReferralConversion, PricingType::FreeEntryPoint), 9);
+        let mut service_free = BTreeMap::new();
+        service_free.insert(
+            "106540352242923".to_string(),
+            ServiceFreeTier {
+                in_records: 40,
+                used: 40,
+                limit: 40,
+            },
+        );
+        let band = |band: &str, charged| BandReached {
+            band: band.to_string(),
+            from: band_from(band),
+            charged,
+        };
+        let mut bands = BTreeMap::new();
+        bands.insert(
+            ("Rest of Central & Eastern Europe".to_string(), TierCounter::Utility),
+            band("0:750000", 5),
+        );
+        bands.insert(("India".to_string(), TierCounter::Utility), band("750001:2000000", 8));
+        bands.insert(("India".to_string(), TierCounter::Authentication), band("untiered", 2));
+        MonthStatement {
+            waba_id: "102290129340398".into(),
+            month: "2026-10".into(),
+            currency: "USD".into(),
+            eras: vec![EraId::Pmp2026_10],
+            conversations: 0,
+            by_origin: BTreeMap::new(),
+            free_tier_in_records: 0,
+            free_tier_used: 0,
+            free_tier_limit: 0,
+            late: 0,
+            messages: 148,
+            by_message,
+            service_free,
+            portfolio: Some("740296618114455".into()),
+            bands,
+            price_total: Decimal::new(605, 2),
+            billed_total: Decimal::new(680, 2),
+        }
+    }
+
+    #[test]
+    fn message_statement_reads_as_tables() {
+        let text = render(&[message_month()]);
+        let lines: Vec<&str> = text.lines().collect();
+        // Category rows under the pricing-type columns, right-aligned at the headers' ends.
+        let header = lines.iter().find(|l| l.trim_start().starts_with("messages")).unwrap();
+        let end_of = |h: &str| header.find(h).unwrap() + h.len();
+        let service = lines.iter().find(|l| l.trim_start().starts_with("service ")).unwrap();
+        assert_eq!(service.find("14").unwrap() + 2, end_of("regular"), "{text}");
+        assert_eq!(
+            service.find("78").unwrap() + 2,
+            end_of("free_customer_service"),
+            "{text}"
+        );
+        assert!(service.ends_with("      92"), "{text}");
+        let total = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with("all categories"))
+            .unwrap();
+        assert!(total.ends_with("     148"), "{text}");
+        // No label runs into its number.
+        assert!(text.contains("    authentication_international         1"), "{text}");
+        assert!(
+            text.contains("    number 106540352242923              40      40       0"),
+            "{text}"
+        );
+        // Volume bands: the market once, then its counters; untiered said in words.
+        assert!(text.contains("  volume bands, portfolio 740296618114455"), "{text}");
+        assert!(
+            text.contains("    India                             utility                8  750001:2000000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("                                      authentication         2  no bands (card rate)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    Rest of Central & Eastern Europe  utility                5  0:750000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  billed total                        6.80 USD"),
+            "{text}"
+        );
+        assert!(lines.iter().all(|l| l.chars().count() <= 92), "{text}");
+    }
+}
