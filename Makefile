@@ -11,6 +11,8 @@ RELEASE_BIN := $(CARGO_TARGET_DIR)/release/wabill
 SAMPLE := data/sample/webhooks-2022-03.jsonl
 # Two fortnights across the category-era switches (2023-06-01, 2024-11-01), with send-log records.
 SAMPLE_ERAS := data/sample/webhooks-2023-2024.jsonl
+# Per-message pricing: fortnights across 2025-07-01 and 2026-10-01, and 12 days of November 2026.
+SAMPLE_PMP := data/sample/webhooks-2025-2026.jsonl
 SAMPLE_CONFIG := data/sample/wabill.toml
 OUT := $(WABILL_CACHE)/out
 
@@ -45,10 +47,10 @@ lint: deps
 fmt:
 	$(CARGO) fmt
 
-## run: replay the bundled sample month and print the month statements
+## run: replay the bundled sample traffic (2022 to November 2026) and print the month statements
 run: build
 	@mkdir -p $(OUT)
-	$(BIN) replay --input $(SAMPLE) --input $(SAMPLE_ERAS) --config $(SAMPLE_CONFIG) \
+	$(BIN) replay --input $(SAMPLE) --input $(SAMPLE_ERAS) --input $(SAMPLE_PMP) --config $(SAMPLE_CONFIG) \
 	  --output $(OUT)/sample-billing.jsonl --dead-letter $(OUT)/sample-dead-letter.jsonl --summary
 	@echo "records: $(OUT)/sample-billing.jsonl"
 
@@ -74,6 +76,12 @@ sample-data: build
 	    --start 2023-05-25 --days 14 && \
 	  $(BIN) gen --events 6000 --users 1200 --wabas 4 --first-waba-share 0.55 --seed 2024 \
 	    --start 2024-10-25 --days 14; } > $(SAMPLE_ERAS)
+	{ $(BIN) gen --events 3000 --users 1000 --wabas 4 --first-waba-share 0.55 --seed 2025 \
+	    --start 2025-06-24 --days 14 && \
+	  $(BIN) gen --events 3000 --users 1000 --wabas 4 --first-waba-share 0.55 --seed 2026 \
+	    --start 2026-09-24 --days 14 && \
+	  $(BIN) gen --events 2400 --users 1000 --wabas 4 --first-waba-share 0.55 --seed 2027 \
+	    --start 2026-11-01 --days 12; } > $(SAMPLE_PMP)
 
 clean:
 	rm -rf $(OUT)

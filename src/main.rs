@@ -156,8 +156,9 @@ enum Command {
         /// Share of users that belong to the first WABA.
         #[arg(long, default_value_t = 0.4)]
         first_waba_share: f64,
-        /// Send-log records and Meta's category pricing objects (needed from 2023-06-01):
-        /// `auto` turns them on when the period reaches 2023-06-01.
+        /// Send-log records and Meta's pricing objects with a category (needed from
+        /// 2023-06-01; from 2025-07-01 Meta's per-message `PMP` objects): `auto` turns them
+        /// on when the period reaches 2023-06-01.
         #[arg(long, value_enum, default_value = "auto")]
         send_log: SendLogMode,
         /// Output file; `-` for stdout.

@@ -375,6 +375,29 @@ fn metrics_used_by_alerts_and_dashboard_are_documented() {
     );
 }
 
+/// The README's metrics table lists exactly the metrics the binary registers (the
+/// `"wabill_…"` names `src/ops/metrics.rs` registers; an empty family is not exported
+/// until it has a series, so the source is the complete list).
+#[test]
+fn readme_metrics_table_lists_exactly_the_registered_metrics() {
+    let src = read("src/ops/metrics.rs");
+    let registered: BTreeSet<String> = src
+        .match_indices("\"wabill_")
+        .map(|(i, _)| {
+            let name = &src[i + 1..];
+            name[..name.find('"').unwrap()].to_string()
+        })
+        .collect();
+    assert!(registered.contains("wabill_messages_charged_total"), "{registered:?}");
+    let documented = readme_metric_names();
+    let undocumented: Vec<&String> = registered.difference(&documented).collect();
+    let unknown: Vec<&String> = documented.difference(&registered).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "registered but not in README's metrics table: {undocumented:?}; in the table but not registered: {unknown:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Configuration
 

@@ -690,3 +690,77 @@ fn message_era_determinism_through_rocksdb() {
     );
     assert_eq!(a.output_bytes, b.output_bytes);
 }
+
+// Per-message traffic (docs/billing-rules.md §2 transitions, §6): generated days that cross
+// 2025-07-01 and 2026-10-01, with send-log records and Meta's PMP pricing objects.
+
+/// 2025-06-28T00:00:00Z and 2026-09-28T00:00:00Z: six days from each cross a per-message
+/// switch in every time zone the properties configure.
+const PMP_SWITCH_STARTS: [i64; 2] = [1_751_068_800, 1_790_553_600];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, .. ProptestConfig::default() })]
+
+    /// Every delivered business message yields exactly one message charge, at its D — or
+    /// none when it is dead-lettered (kind needed and unknown) or lies in a conversation
+    /// still open from a conversation era; nothing else yields one.
+    #[test]
+    fn per_message_traffic_one_charge_per_delivered_message(seed in any::<u64>(), which in 0usize..2) {
+        let s = multi_era_setup();
+        let evs = era_traffic(seed, PMP_SWITCH_STARTS[which], 2500, 50);
+        let (billed, rejected) = run_units(&s, evs.iter().cloned());
+        let mut delivery: HashMap<(&str, &str, &str), (i64, u64)> = HashMap::new();
+        for (i, e) in evs.iter().enumerate() {
+            if let EventKind::Status { status: StatusKind::Delivered | StatusKind::Read } = e.kind {
+                let k = (e.phone_number_id.as_str(), e.user.as_str(), e.message_id.as_str());
+                let d = delivery.entry(k).or_insert((e.ts, i as u64));
+                if e.ts < d.0 {
+                    *d = (e.ts, i as u64);
+                }
+            }
+        }
+        let mut charges: HashMap<(&str, &str, &str), Vec<i64>> = HashMap::new();
+        let mut conversations: BTreeMap<(&str, &str), Vec<&ConversationBilled>> = BTreeMap::new();
+        for b in &billed {
+            match b {
+                Billed::Message(m) => {
+                    let d = &m.delivered;
+                    charges
+                        .entry((d.phone_number_id.as_str(), d.user.as_str(), d.message_id.as_str()))
+                        .or_default()
+                        .push(d.delivered_at);
+                }
+                Billed::Conversation(c) => conversations
+                    .entry((c.opened.phone_number_id.as_str(), c.opened.user.as_str()))
+                    .or_default()
+                    .push(c),
+            }
+        }
+        prop_assert!(charges.len() > 100, "{} charges", charges.len());
+        let dead: std::collections::HashSet<u64> = rejected.iter().map(|r| r.position).collect();
+        for (k, (d, pos)) in &delivery {
+            match charges.get(k).map(Vec::as_slice) {
+                Some([at]) => prop_assert_eq!(at, d, "{:?} charged at its D", k),
+                Some(more) => prop_assert!(false, "{:?} charged {} times", k, more.len()),
+                None => {
+                    let empty = Vec::new();
+                    let in_open = conversations
+                        .get(&(k.0, k.1))
+                        .unwrap_or(&empty)
+                        .iter()
+                        .any(|c| c.opened.opened_at <= *d && *d < c.opened.expires_at);
+                    prop_assert!(in_open || dead.contains(pos), "{:?} at {} neither charged, in a conversation nor dead-lettered", k, d);
+                }
+            }
+        }
+        for k in charges.keys() {
+            prop_assert!(delivery.contains_key(k), "{:?} charged but never delivered", k);
+        }
+        for r in &rejected {
+            prop_assert!(r.reason.starts_with("unknown message category"), "{}", r.reason);
+        }
+        // Dead letters stay a few percent of the deliveries (the generator's messages that
+        // neither the send log nor Meta's pricing describe).
+        prop_assert!(rejected.len() * 100 <= delivery.len() * 3, "{} of {}", rejected.len(), delivery.len());
+    }
+}

@@ -155,7 +155,9 @@ pub fn statements(
                         charged: 0,
                     });
                     e.charged += 1;
-                    if from > e.from {
+                    // A band beats "untiered" at the same lower bound (authentication-
+                    // international messages without bands share the authentication counter).
+                    if from > e.from || (from == e.from && m.tier.is_some() && e.band == "untiered") {
                         e.band = label;
                         e.from = from;
                     }
@@ -219,18 +221,18 @@ pub fn render(statements: &[MonthStatement]) -> String {
             } else {
                 "late units"
             };
-            let _ = writeln!(t, "  {:<22}{:>10}", label, s.late);
+            let _ = writeln!(t, "  {:<30}{:>10}", label, s.late);
         }
         let _ = writeln!(
             t,
-            "  {:<22}{:>10} {}",
+            "  {:<30}{:>10} {}",
             "price total",
             to_output_2(s.price_total_rounded()),
             s.currency
         );
         let _ = writeln!(
             t,
-            "  {:<22}{:>10} {}",
+            "  {:<30}{:>10} {}",
             "billed total",
             to_output_2(s.billed_total_rounded()),
             s.currency
@@ -240,41 +242,107 @@ pub fn render(statements: &[MonthStatement]) -> String {
     t
 }
 
+/// Width of the label column of the message-era blocks (`authentication_international`
+/// fits, indented).
+const MSG_LABEL: usize = 33;
+/// Width of the market column of the volume bands ("Rest of Central & Eastern Europe").
+const MARKET: usize = 34;
+
 fn render_messages(t: &mut String, s: &MonthStatement) {
-    for ((category, pricing_type), n) in &s.by_message {
-        let label = format!("{} {}", category.as_str(), pricing_type.as_str());
-        let _ = writeln!(t, "  {label:<44}{n:>10}");
+    // Messages: one row per category, one column per pricing type (Meta's names, as in
+    // the records), and a total per row and per column.
+    let _ = write!(t, "  {:<w$}", "messages", w = MSG_LABEL - 2);
+    for p in PricingType::ALL {
+        let _ = write!(t, "{:>w$}", p.as_str(), w = pricing_column(p));
     }
-    let _ = writeln!(t, "  {:<44}{:>10}", "messages", s.messages);
-    for (number, f) in &s.service_free {
+    let _ = writeln!(t, "{:>8}", "total");
+    let mut categories: Vec<MessageCategory> = s.by_message.keys().map(|(c, _)| *c).collect();
+    categories.dedup();
+    let mut column_totals = [0u64; PricingType::ALL.len()];
+    for c in categories {
+        let _ = write!(t, "    {:<w$}", c.as_str(), w = MSG_LABEL - 4);
+        let mut row = 0;
+        for (i, p) in PricingType::ALL.into_iter().enumerate() {
+            let n = s.by_message.get(&(c, p)).copied().unwrap_or(0);
+            row += n;
+            column_totals[i] += n;
+            let cell = if n == 0 { String::new() } else { n.to_string() };
+            let _ = write!(t, "{cell:>w$}", w = pricing_column(p));
+        }
+        let _ = writeln!(t, "{row:>8}");
+    }
+    let _ = write!(t, "    {:<w$}", "all categories", w = MSG_LABEL - 4);
+    for (i, p) in PricingType::ALL.into_iter().enumerate() {
+        let _ = write!(t, "{:>w$}", column_totals[i], w = pricing_column(p));
+    }
+    let _ = writeln!(t, "{:>8}", s.messages);
+    // The service free tier of each business number (pmp-2026-10).
+    if !s.service_free.is_empty() {
         let _ = writeln!(
             t,
-            "  {:<44}{:>10}  of {} (left {})",
-            format!("service free tier, number {number}"),
-            f.used,
-            f.limit,
-            f.limit.saturating_sub(f.used)
+            "  {:<w$}{:>9}{:>8}{:>8}",
+            "service free tier",
+            "used",
+            "of",
+            "left",
+            w = MSG_LABEL - 2
         );
-    }
-    if let Some(p) = &s.portfolio {
-        for ((market, counter), b) in &s.bands {
+        for (number, f) in &s.service_free {
             let _ = writeln!(
                 t,
-                "  {:<44}{:>10}  ({} charged in the portfolio)",
-                format!("band, portfolio {p}, {market} {}", counter.as_str()),
-                b.band,
-                b.charged
+                "    {:<w$}{:>9}{:>8}{:>8}",
+                format!("number {number}"),
+                f.used,
+                f.limit,
+                f.limit.saturating_sub(f.used),
+                w = MSG_LABEL - 4
+            );
+        }
+    }
+    // The band the portfolio's charged messages reached this month, per market and counter.
+    if let (Some(p), false) = (&s.portfolio, s.bands.is_empty()) {
+        let _ = writeln!(t, "  volume bands, portfolio {p} (its charged messages this month)");
+        let _ = writeln!(
+            t,
+            "    {:<w$}{:<16}{:>8}  band",
+            "market",
+            "counter",
+            "charged",
+            w = MARKET
+        );
+        let mut last_market = "";
+        for ((market, counter), b) in &s.bands {
+            let shown = if market == last_market { "" } else { market.as_str() };
+            last_market = market;
+            let band = if b.band == "untiered" {
+                "no bands (card rate)"
+            } else {
+                b.band.as_str()
+            };
+            let _ = writeln!(
+                t,
+                "    {:<w$}{:<16}{:>8}  {}",
+                shown,
+                counter.as_str(),
+                b.charged,
+                band,
+                w = MARKET
             );
         }
     }
 }
 
+/// Width of a pricing type's column: its name and two spaces.
+fn pricing_column(p: PricingType) -> usize {
+    p.as_str().len() + 2
+}
+
 fn render_conversations(t: &mut String, s: &MonthStatement) {
     {
         for (o, n) in &s.by_origin {
-            let _ = writeln!(t, "  {:<22}{:>10}", o.as_str(), n);
+            let _ = writeln!(t, "  {:<30}{:>10}", o.as_str(), n);
         }
-        let _ = writeln!(t, "  {:<22}{:>10}", "conversations", s.conversations);
+        let _ = writeln!(t, "  {:<30}{:>10}", "conversations", s.conversations);
         let free_tier_era = s.eras.iter().any(|e| {
             crate::billing::policy::policy_for(*e)
                 .is_some_and(|p| p.unit() == BillingUnit::Conversation && p.has_free_tier())
@@ -282,14 +350,14 @@ fn render_conversations(t: &mut String, s: &MonthStatement) {
         if free_tier_era {
             let _ = writeln!(
                 t,
-                "  {:<22}{:>10}  of {} (left {})",
+                "  {:<30}{:>10}  of {} (left {})",
                 "free tier used",
                 s.free_tier_used,
                 s.free_tier_limit,
                 s.free_tier_left()
             );
         } else {
-            let _ = writeln!(t, "  {:<22}{:>10}", "free tier", "none in this era");
+            let _ = writeln!(t, "  {:<30}{:>10}", "free tier", "none in this era");
         }
     }
 }
@@ -297,4 +365,105 @@ fn render_conversations(t: &mut String, s: &MonthStatement) {
 fn to_output_2(d: Decimal) -> String {
     // Rounded totals keep the minor-unit scale ("12.30", not "12.3").
     d.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_month() -> MonthStatement {
+        let mut by_message = BTreeMap::new();
+        by_message.insert((MessageCategory::Marketing, PricingType::Regular), 46);
+        by_message.insert((MessageCategory::AuthenticationInternational, PricingType::Regular), 1);
+        by_message.insert((MessageCategory::Service, PricingType::Regular), 14);
+        by_message.insert((MessageCategory::Service, PricingType::FreeCustomerService), 78);
+        by_message.insert((MessageCategory::ReferralConversion, PricingType::FreeEntryPoint), 9);
+        let mut service_free = BTreeMap::new();
+        service_free.insert(
+            "106540352242923".to_string(),
+            ServiceFreeTier {
+                in_records: 40,
+                used: 40,
+                limit: 40,
+            },
+        );
+        let band = |band: &str, charged| BandReached {
+            band: band.to_string(),
+            from: band_from(band),
+            charged,
+        };
+        let mut bands = BTreeMap::new();
+        bands.insert(
+            ("Rest of Central & Eastern Europe".to_string(), TierCounter::Utility),
+            band("0:750000", 5),
+        );
+        bands.insert(("India".to_string(), TierCounter::Utility), band("750001:2000000", 8));
+        bands.insert(("India".to_string(), TierCounter::Authentication), band("untiered", 2));
+        MonthStatement {
+            waba_id: "102290129340398".into(),
+            month: "2026-10".into(),
+            currency: "USD".into(),
+            eras: vec![EraId::Pmp2026_10],
+            conversations: 0,
+            by_origin: BTreeMap::new(),
+            free_tier_in_records: 0,
+            free_tier_used: 0,
+            free_tier_limit: 0,
+            late: 0,
+            messages: 148,
+            by_message,
+            service_free,
+            portfolio: Some("740296618114455".into()),
+            bands,
+            price_total: Decimal::new(605, 2),
+            billed_total: Decimal::new(680, 2),
+        }
+    }
+
+    #[test]
+    fn message_statement_reads_as_tables() {
+        let text = render(&[message_month()]);
+        let lines: Vec<&str> = text.lines().collect();
+        // Category rows under the pricing-type columns, right-aligned at the headers' ends.
+        let header = lines.iter().find(|l| l.trim_start().starts_with("messages")).unwrap();
+        let end_of = |h: &str| header.find(h).unwrap() + h.len();
+        let service = lines.iter().find(|l| l.trim_start().starts_with("service ")).unwrap();
+        assert_eq!(service.find("14").unwrap() + 2, end_of("regular"), "{text}");
+        assert_eq!(
+            service.find("78").unwrap() + 2,
+            end_of("free_customer_service"),
+            "{text}"
+        );
+        assert!(service.ends_with("      92"), "{text}");
+        let total = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with("all categories"))
+            .unwrap();
+        assert!(total.ends_with("     148"), "{text}");
+        // No label runs into its number.
+        assert!(text.contains("    authentication_international         1"), "{text}");
+        assert!(
+            text.contains("    number 106540352242923              40      40       0"),
+            "{text}"
+        );
+        // Volume bands: the market once, then its counters; untiered said in words.
+        assert!(text.contains("  volume bands, portfolio 740296618114455"), "{text}");
+        assert!(
+            text.contains("    India                             utility                8  750001:2000000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("                                      authentication         2  no bands (card rate)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    Rest of Central & Eastern Europe  utility                5  0:750000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  billed total                        6.80 USD"),
+            "{text}"
+        );
+        assert!(lines.iter().all(|l| l.chars().count() <= 92), "{text}");
+    }
 }

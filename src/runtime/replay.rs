@@ -386,13 +386,17 @@ impl Progress {
         }
         if self.enabled {
             let secs = r.elapsed.as_secs_f64().max(1e-9);
+            let conversations: u64 = r.statements.iter().map(|s| s.conversations).sum();
+            let messages: u64 = r.statements.iter().map(|s| s.messages).sum();
             eprintln!(
-                "replayed {} lines, {} events in {:.2}s ({:.0} events/s): {} conversations, {} dead letters, {} duplicates, {} late",
+                "replayed {} lines, {} events in {:.2}s ({:.0} events/s): {} records ({} conversations, {} message charges), {} dead letters, {} duplicates, {} late",
                 r.lines,
                 r.events,
                 secs,
                 r.events as f64 / secs,
                 r.records,
+                conversations,
+                messages,
                 r.dead_letters,
                 r.duplicates,
                 r.late
