@@ -15,7 +15,7 @@ use crate::pipeline::UserHasher;
 
 pub const DEFAULT_LATENESS_SECS: u64 = 120;
 pub const DEFAULT_FREE_TIER: u32 = 1000;
-/// docs/billing-rules.md §6 rule 3: service messages free per business number and month.
+/// docs/billing-rules.md §5 rule 3: service messages free per business number and month.
 pub const DEFAULT_SERVICE_FREE_TIER: u32 = 1000;
 pub const DEFAULT_CURRENCY: &str = "USD";
 /// Meta batches at most 1,000 updates per POST; 4 MiB is far above any real payload.
@@ -37,7 +37,7 @@ pub struct Config {
     pub state_cache_entries: usize,
     #[serde(default)]
     pub waba: Vec<WabaConfig>,
-    /// Volume tiers CSV (docs/billing-rules.md §6 rule 5); `--tiers` overrides it.
+    /// Volume tiers CSV (docs/billing-rules.md §5 rule 5); `--tiers` overrides it.
     #[serde(default)]
     pub tiers: Option<std::path::PathBuf>,
     #[serde(default)]
@@ -384,11 +384,11 @@ pub struct WabaConfig {
     #[serde(default)]
     pub auth_international_exclude: Vec<String>,
     /// Business portfolio the WABA belongs to: volume tiers count across a portfolio's
-    /// WABAs (docs/billing-rules.md §6 rule 5). Default: the WABA's own id.
+    /// WABAs (docs/billing-rules.md §5 rule 5). Default: the WABA's own id.
     #[serde(default)]
     pub portfolio: Option<String>,
     /// `pmp-2026-10`: service messages free per business number and WABA-local month
-    /// (docs/billing-rules.md §6 rule 3). Default 1000; 0 turns it off.
+    /// (docs/billing-rules.md §5 rule 3). Default 1000; 0 turns it off.
     #[serde(default)]
     pub service_free_tier: Option<u32>,
 }

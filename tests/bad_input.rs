@@ -27,7 +27,7 @@ const M0: &str = "entry[0].changes[0].value.messages[0]";
 const S0_PTR: &str = "/entry/0/changes/0/value/statuses/0";
 const M0_PTR: &str = "/entry/0/changes/0/value/messages/0";
 /// 2025-08-01T00:00:00Z: inside `pmp-2025-07`, where every delivery's price depends on its
-/// kind (docs/billing-rules.md §6 rule 2), so a delivery with no send log and no
+/// kind (docs/billing-rules.md §5 rule 2), so a delivery with no send log and no
 /// `pricing.category` cannot be billed.
 const PMP_DAY: i64 = 1_754_006_400;
 const ON_PREMISES_CONFIG: &str = "[on_premises]\nwaba_id = \"1\"\nphone_number_id = \"2\"\n";
@@ -661,7 +661,7 @@ fn ten_megabyte_line_is_dead_lettered_and_the_next_line_is_billed() {
 fn message_era_delivery_of_unknown_kind_is_dead_lettered_not_billed() {
     let mut lines = good_lines();
     // Last in the file, so its timestamp cannot make the good events late. No send log,
-    // no pricing object, no ad referral: rule 2 of docs/billing-rules.md §6 needs the kind.
+    // no pricing object, no ad referral: rule 2 of docs/billing-rules.md §5 needs the kind.
     lines.push(status("16505550301", "wamid.era2025", "delivered", PMP_DAY));
     let b = replay_lines(&lines, NO_CONFIG);
     assert_dead(

@@ -1,4 +1,4 @@
-//! The per-message eras (`pmp-2025-07`, `pmp-2026-10`) of docs/billing-rules.md §6 (SPEC §6),
+//! The per-message eras (`pmp-2025-07`, `pmp-2026-10`) of docs/billing-rules.md §5,
 //! replayed as real payloads — Meta's Cloud API webhooks plus the BSP's send-log records —
 //! through `wabill replay` with a RocksDB store.
 //!

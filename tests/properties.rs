@@ -513,7 +513,7 @@ fn multi_era_determinism_through_rocksdb() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The per-message eras (docs/billing-rules.md §6)
+// The per-message eras (docs/billing-rules.md §5)
 // ---------------------------------------------------------------------------------------
 
 /// 2025-06-29T00:00Z and 2026-09-29T00:00Z: eight days from here cross 2025-07-01 and
@@ -568,7 +568,7 @@ fn message_era_traffic(seed: u64, start: i64, events: u64) -> Vec<MessageEvent> 
     })
 }
 
-/// The tier counter of a charge's category (docs/billing-rules.md §6 rule 5).
+/// The tier counter of a charge's category (docs/billing-rules.md §5 rule 5).
 fn counter_of(category: &str) -> Option<&'static str> {
     match category {
         "utility" => Some("utility"),

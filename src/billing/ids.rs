@@ -19,7 +19,7 @@ pub fn conversation_id(phone_number_id: &str, user: &str, category: &str, opened
 }
 
 /// 32 hex characters over (business number, user, message id): a message charge's id
-/// (docs/billing-rules.md §8.2). A different domain tag from conversation ids, so the two
+/// (docs/billing-rules.md §10). A different domain tag from conversation ids, so the two
 /// kinds can never share an id.
 pub fn charge_id(phone_number_id: &str, user: &str, message_id: &str) -> String {
     let mut h = Sha256::new();

@@ -483,7 +483,7 @@ pub enum MarketMapError {
 
 /// Country → market, from the mapping file. Countries not listed are in "Other".
 ///
-/// Mappings change by date (docs/billing-rules.md §5): a row may carry an `effective_from`
+/// Mappings change by date (docs/billing-rules.md §7): a row may carry an `effective_from`
 /// (WABA-local date); the row of a country in effect on the billed date applies, and a row
 /// without a date is in effect from the beginning.
 #[derive(Debug, Clone)]
@@ -625,7 +625,7 @@ mod tests {
 
     #[test]
     fn dated_rows_switch_on_their_date() {
-        // docs/billing-rules.md §5: Singapore became its own market on 2026-07-01, Zimbabwe
+        // docs/billing-rules.md §7: Singapore became its own market on 2026-07-01, Zimbabwe
         // moved to Rest of Africa on 2025-10-01, Kazakhstan became standalone 2026-10-01.
         let m = MarketMap::bundled();
         let on = |n: &str, y, mo, d| {

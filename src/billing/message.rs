@@ -1,4 +1,4 @@
-//! The vocabulary of the per-message eras (docs/billing-rules.md §6, §8.2): what a delivered
+//! The vocabulary of the per-message eras (docs/billing-rules.md §5, §10): what a delivered
 //! business message is billed as (`category`, Meta's `pricing.category` values) and on what
 //! terms (`pricing_type`, Meta's `pricing.type` values).
 //!
@@ -65,7 +65,7 @@ impl MessageCategory {
     }
 
     /// The volume-tier counter a charged message of this category counts on
-    /// (docs/billing-rules.md §6 rule 5): utility, or authentication for both
+    /// (docs/billing-rules.md §5 rule 5): utility, or authentication for both
     /// authentication categories; `None` for untiered categories.
     pub fn tier_counter(self) -> Option<TierCounter> {
         match self {
@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn both_authentication_categories_share_one_counter() {
-        // docs/billing-rules.md §6 rule 5.
+        // docs/billing-rules.md §5 rule 5.
         assert_eq!(
             MessageCategory::AuthenticationInternational.tier_counter(),
             MessageCategory::Authentication.tier_counter()

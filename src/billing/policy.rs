@@ -84,7 +84,7 @@ pub trait EraPolicy: Sync {
     fn pricing(&self, origin: Origin) -> Pricing;
 
     /// Whether service messages of this era take a business number's monthly free tier
-    /// (docs/billing-rules.md §6 rule 3).
+    /// (docs/billing-rules.md §5 rule 3).
     fn has_service_free_tier(&self) -> bool {
         false
     }
@@ -248,7 +248,7 @@ impl EraPolicy for CategoryEra {
     }
 }
 
-/// `pmp-2025-07` and `pmp-2026-10` (docs/billing-rules.md §6): every delivered business message
+/// `pmp-2025-07` and `pmp-2026-10` (docs/billing-rules.md §5): every delivered business message
 /// is billed by itself. The pair's state still decides the free parts (a free entry point
 /// window, the customer service window); the ledger finishes the price with its counters.
 /// They differ in what is free outside a free entry point window.

@@ -284,7 +284,7 @@ mod tests {
         ));
         assert_eq!(r(Origin::FreeEntryPoint, date(2020, 1, 1)).unwrap(), Decimal::ZERO);
         // Every market of the mapping file, plus Other, is on the sample card from the day
-        // the mapping first names it (dated rows: docs/billing-rules.md §5).
+        // the mapping first names it (dated rows: docs/billing-rules.md §7).
         let markets = crate::billing::market::MarketMap::bundled();
         for (m, from) in markets.markets().chain([("Other", NaiveDate::MIN)]) {
             let day = from.max(date(2022, 2, 1));

@@ -1,4 +1,4 @@
-//! Month statements (docs/billing-rules.md §8.3): per WABA and WABA-local month, conversations
+//! Month statements (docs/billing-rules.md §10): per WABA and WABA-local month, conversations
 //! by origin (by category in the category eras) and the WABA's free tier; messages by category
 //! and pricing type, each business number's service free tier, and the volume band the
 //! portfolio reached per market and tier counter; totals rounded half-even to the

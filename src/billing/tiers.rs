@@ -1,4 +1,4 @@
-//! Volume tiers of the per-message eras (docs/billing-rules.md §6 rule 5, §7): the bands
+//! Volume tiers of the per-message eras (docs/billing-rules.md §5 rule 5, §7): the bands
 //! Meta publishes next to each rate card, as a CSV of
 //! `effective_from,market,currency,category,from,to,rate`.
 //!

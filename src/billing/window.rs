@@ -132,7 +132,7 @@ pub enum DeliveryDecision {
     /// The decision depends on the message's kind (template of which category, or not),
     /// and it is unknown: nothing changed; the caller dead-letters the delivery.
     NeedsKind,
-    /// A per-message era billed the message itself (docs/billing-rules.md §6): what it is
+    /// A per-message era billed the message itself (docs/billing-rules.md §5): what it is
     /// billed as; the ledger finishes the price.
     Message(MessageVerdict),
 }

@@ -61,7 +61,7 @@ pub enum RecordKind {
     DeadLetter,
     /// `io.wabill.v1.MessageDelivered` (conversations topic, per-message eras).
     MessageDelivered,
-    /// `io.wabill.v1.MessageCharged` (billing topic, docs/billing-rules.md §8.2).
+    /// `io.wabill.v1.MessageCharged` (billing topic, docs/billing-rules.md §10).
     MessageCharged,
 }
 
@@ -1126,7 +1126,7 @@ pub fn decode_delivered(bytes: &[u8]) -> Result<MessageDelivered, CodecError> {
     Ok(m)
 }
 
-/// Appends `c` to `out`, framed, with the docs/billing-rules.md §8.2 fields in contract
+/// Appends `c` to `out`, framed, with the docs/billing-rules.md §10 fields in contract
 /// order — the same values as the JSON lines of `wabill replay` (`MessageCharged::to_out`).
 pub fn encode_charged(c: &MessageCharged, framing: &Framing, out: &mut Vec<u8>) {
     let m = &c.delivered;

@@ -1,4 +1,4 @@
-//! JSON lines: one record per line (docs/billing-rules.md §8.1 conversations, §8.2 message
+//! JSON lines: one record per line (docs/billing-rules.md §10: conversations and message
 //! charges), fields in contract order, `kind` first.
 
 use std::io::{self, Write};

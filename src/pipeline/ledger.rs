@@ -349,7 +349,7 @@ impl LedgerStage {
         Ok(())
     }
 
-    /// docs/billing-rules.md §6: the windows stage decided what the message is billed as;
+    /// docs/billing-rules.md §5: the windows stage decided what the message is billed as;
     /// here its counters finish the price. A message the card (or the bands) cannot price
     /// is rejected before it can take a free service message or a band.
     fn apply_message(
@@ -408,7 +408,7 @@ impl LedgerStage {
                 if free {
                     (PricingType::FreeCustomerService, None, Decimal::ZERO)
                 } else {
-                    // No volume tiers for service (docs/billing-rules.md §6 rule 3).
+                    // No volume tiers for service (docs/billing-rules.md §5 rule 3).
                     (PricingType::Regular, None, rate)
                 }
             }
@@ -431,7 +431,7 @@ impl LedgerStage {
                         }
                     },
                     Some(counter) => {
-                        // docs/billing-rules.md §6 rule 5: the n-th charged message of the
+                        // docs/billing-rules.md §5 rule 5: the n-th charged message of the
                         // portfolio's (market, counter, month), graduated.
                         counter_key_of(
                             &mut self.key,

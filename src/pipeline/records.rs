@@ -92,7 +92,7 @@ impl ConversationBilled {
     }
 }
 
-/// Output of the windows stage in a per-message era (docs/billing-rules.md §6): a business
+/// Output of the windows stage in a per-message era (docs/billing-rules.md §5): a business
 /// message was delivered and is billed by itself; the ledger finishes its price.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageDelivered {
@@ -110,7 +110,7 @@ pub struct MessageDelivered {
     pub late: bool,
 }
 
-/// Output of the ledger in a per-message era: the message charge of docs/billing-rules.md §8.2.
+/// Output of the ledger in a per-message era: the message charge of docs/billing-rules.md §10.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageCharged {
     pub delivered: MessageDelivered,
@@ -127,7 +127,7 @@ pub struct MessageCharged {
     pub currency: String,
 }
 
-/// The JSON field set of docs/billing-rules.md §8.2, in contract order.
+/// The JSON field set of docs/billing-rules.md §10, in contract order.
 #[derive(Serialize)]
 pub struct MessageChargeOut<'a> {
     pub kind: &'static str,
@@ -204,7 +204,7 @@ impl Unit {
         }
     }
 
-    /// The tie-breaker of the ledger's order (docs/billing-rules.md §6 rule 5: (D, message
+    /// The tie-breaker of the ledger's order (docs/billing-rules.md §5 rule 5: (D, message
     /// id) for messages), moved out while the unit waits and put back by `restore_order_id`.
     pub fn take_order_id(&mut self) -> String {
         match self {
