@@ -349,6 +349,14 @@ fn multi_era_run_equals_replay_across_kill9_and_a_restore() {
     for (i, chunk) in chunks.iter().enumerate() {
         produce_webhooks(&broker, prefix, chunk);
         std::thread::sleep(Duration::from_millis(500 + rng.below(3000)));
+        if i == 3 {
+            // The restore below needs a store to delete: on a loaded machine the first
+            // runs may have been killed before they opened one.
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while !state.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
         p.kill9();
         if i == 3 {
             // A restore: the local stores are gone; they come back from the changelogs.
