@@ -51,6 +51,18 @@ fn normalised(cfg: &SimConfig) -> Vec<MessageEvent> {
     evs
 }
 
+/// `evs` in an arrival order where each event is delayed by up to the allowed lateness
+/// (random, from `seed`): what the engine must absorb without changing its output.
+fn shuffled_within_lateness(evs: Vec<MessageEvent>, seed: u64) -> Vec<MessageEvent> {
+    let mut rng = Rng::new(seed);
+    let mut keyed: Vec<(i64, u64, MessageEvent)> = evs
+        .into_iter()
+        .map(|e| (e.ts + rng.range(0, LATENESS + 1), rng.next_u64(), e))
+        .collect();
+    keyed.sort_by_key(|k| (k.0, k.1));
+    keyed.into_iter().map(|k| k.2).collect()
+}
+
 /// Billed records (none may be rejected).
 fn run(setup: &Setup, events: impl IntoIterator<Item = MessageEvent>) -> Vec<ConversationBilled> {
     let (billed, rejected) = run_all(setup, events);
@@ -204,11 +216,7 @@ proptest! {
         let mut evs = traffic(seed, 2500, 40, 4);
         evs.sort_by_key(|e| e.ts);
         let reference = run(&s, evs.clone());
-        let mut rng = Rng::new(shuffle_seed);
-        let mut keyed: Vec<(i64, u64, MessageEvent)> =
-            evs.into_iter().map(|e| (e.ts + rng.range(0, LATENESS + 1), rng.next_u64(), e)).collect();
-        keyed.sort_by_key(|k| (k.0, k.1));
-        let shuffled = run(&s, keyed.into_iter().map(|k| k.2));
+        let shuffled = run(&s, shuffled_within_lateness(evs, shuffle_seed));
         prop_assert_eq!(shuffled.len(), reference.len());
         prop_assert!(shuffled.iter().all(|b| !b.opened.late));
         prop_assert_eq!(shuffled, reference);
@@ -466,11 +474,7 @@ proptest! {
         let mut evs = era_traffic(seed, ERA_STARTS[which], 2000, 40);
         evs.sort_by_key(|e| e.ts);
         let (reference, ref_dead) = run_all(&s, evs.iter().cloned());
-        let mut rng = Rng::new(shuffle_seed);
-        let mut keyed: Vec<(i64, u64, MessageEvent)> =
-            evs.into_iter().map(|e| (e.ts + rng.range(0, LATENESS + 1), rng.next_u64(), e)).collect();
-        keyed.sort_by_key(|k| (k.0, k.1));
-        let shuffled: Vec<MessageEvent> = keyed.into_iter().map(|k| k.2).collect();
+        let shuffled = shuffled_within_lateness(evs, shuffle_seed);
         let (again, dead) = run_all(&s, shuffled);
         prop_assert_eq!(again, reference);
         prop_assert_eq!(dead.len(), ref_dead.len());
@@ -652,11 +656,7 @@ proptest! {
         let mut evs = message_era_traffic(seed, PMP_STARTS[which], 2000);
         evs.sort_by_key(|e| e.ts);
         let (reference, ref_dead) = run_units(&s, evs.iter().cloned());
-        let mut rng = Rng::new(shuffle_seed);
-        let mut keyed: Vec<(i64, u64, MessageEvent)> =
-            evs.into_iter().map(|e| (e.ts + rng.range(0, LATENESS + 1), rng.next_u64(), e)).collect();
-        keyed.sort_by_key(|k| (k.0, k.1));
-        let shuffled: Vec<MessageEvent> = keyed.into_iter().map(|k| k.2).collect();
+        let shuffled = shuffled_within_lateness(evs, shuffle_seed);
         let (again, dead) = run_units(&s, shuffled);
         prop_assert_eq!(again, reference);
         prop_assert_eq!(dead.len(), ref_dead.len());

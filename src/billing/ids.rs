@@ -31,10 +31,16 @@ pub fn charge_id(phone_number_id: &str, user: &str, message_id: &str) -> String 
     hex32(&h.finalize())
 }
 
+/// The first 128 bits of a digest, as 32 lower-case hex characters.
 fn hex32(digest: &[u8]) -> String {
+    hex(&digest[..16])
+}
+
+/// Lower-case hex of `bytes` (ids here, keyed hashes in `pipeline::privacy`).
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(32);
-    for b in &digest[..16] {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         s.push(HEX[usize::from(b >> 4)] as char);
         s.push(HEX[usize::from(b & 15)] as char);
     }

@@ -366,107 +366,34 @@ impl LedgerStage {
         }
         let tz = self.profiles.get(&m.waba_id).time_zone;
         let (date, month) = local_month(&mut self.last_month, &tz, m.delivered_at);
-        let profiles = self.profiles.clone();
-        let profile = profiles.get(&m.waba_id);
-        let portfolio = profiles.portfolio_of(&m.waba_id).to_string();
+        let profile = self.profiles.get(&m.waba_id);
+        let portfolio = self.profiles.portfolio_of(&m.waba_id).to_string();
         let market = self.markets.market(m.country, date).to_string();
-        let currency = profile.currency.as_str();
         let expires_at = m.delivered_at.saturating_add(LEDGER_RETENTION);
-        let unpriceable = |reason: String| Rejected {
-            class: RejectClass::Unpriceable,
-            reason: format!("cannot price message {}: {reason}", m.message_id),
-            record: delivered_json(&m),
-            position,
+        let at = MessageContext {
+            profile,
+            portfolio: &portfolio,
+            market: &market,
+            date,
+            month: &month,
+            expires_at,
         };
-        let (pricing_type, tier, price) = match m.pricing {
-            MessagePricing::Free(t) => (t, None, Decimal::ZERO),
-            MessagePricing::ServiceFreeTierThenCharged => {
-                let rate = self
-                    .card
-                    .column_rate(currency, &market, crate::billing::rates::RateColumn::Service, date);
-                let rate = match rate {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.stats.rejected += 1;
-                        out.rejected.push(unpriceable(e.to_string()));
-                        return Ok(());
-                    }
-                };
-                let mut free = false;
-                if profile.service_free_tier > 0 {
-                    counter_key_of(&mut self.key, &[SERVICE_TAG, &m.phone_number_id, &month]);
-                    let slot = self.counters.entry(backend, &self.key)?;
-                    let mut counter = slot.get().unwrap_or_default();
-                    if counter.value < u64::from(profile.service_free_tier) {
-                        counter.value += 1;
-                        counter.expires_at = counter.expires_at.max(expires_at);
-                        slot.set(Some(counter));
-                        free = true;
-                        self.stats.service_free_tier += 1;
-                    }
-                }
-                if free {
-                    (PricingType::FreeCustomerService, None, Decimal::ZERO)
-                } else {
-                    // No volume tiers for service (docs/billing-rules.md §5 rule 3).
-                    (PricingType::Regular, None, rate)
-                }
-            }
-            MessagePricing::Charged => {
-                let Some(column) = m.category.rate_column() else {
-                    self.stats.rejected += 1;
-                    out.rejected.push(unpriceable(format!(
-                        "category {} is never charged",
-                        m.category.as_str()
-                    )));
-                    return Ok(());
-                };
-                match m.category.tier_counter() {
-                    None => match self.card.column_rate(currency, &market, column, date) {
-                        Ok(r) => (PricingType::Regular, None, r),
-                        Err(e) => {
-                            self.stats.rejected += 1;
-                            out.rejected.push(unpriceable(e.to_string()));
-                            return Ok(());
-                        }
-                    },
-                    Some(counter) => {
-                        // docs/billing-rules.md §5 rule 5: the n-th charged message of the
-                        // portfolio's (market, counter, month), graduated.
-                        counter_key_of(
-                            &mut self.key,
-                            &[TIER_TAG, &portfolio, &market, counter.as_str(), &month],
-                        );
-                        let slot = self.counters.entry(backend, &self.key)?;
-                        let mut count = slot.get().unwrap_or_default();
-                        let n = count.value + 1;
-                        let priced = match self.tiers.lookup(currency, &market, m.category, date, n) {
-                            TierLookup::Band(b) => Ok((Some(b.label()), b.rate)),
-                            TierLookup::Untiered => self
-                                .card
-                                .column_rate(currency, &market, column, date)
-                                .map(|r| (None, r))
-                                .map_err(|e| e.to_string()),
-                            TierLookup::Beyond { effective_from, n } => Err(format!(
-                                "no volume band of {effective_from} for {market:?} {} holds message {n} of {month}",
-                                m.category.as_str()
-                            )),
-                        };
-                        match priced {
-                            Ok((tier, rate)) => {
-                                count.value = n;
-                                count.expires_at = count.expires_at.max(expires_at);
-                                slot.set(Some(count));
-                                (PricingType::Regular, tier, rate)
-                            }
-                            Err(reason) => {
-                                self.stats.rejected += 1;
-                                out.rejected.push(unpriceable(reason));
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
+        let counters = MessageCounters {
+            table: &mut self.counters,
+            key: &mut self.key,
+            stats: &mut self.stats,
+        };
+        let (pricing_type, tier, price) = match price_message(&self.card, &self.tiers, counters, backend, &m, &at)? {
+            Ok(priced) => priced,
+            Err(reason) => {
+                self.stats.rejected += 1;
+                out.rejected.push(Rejected {
+                    class: RejectClass::Unpriceable,
+                    reason: format!("cannot price message {}: {reason}", m.message_id),
+                    record: delivered_json(&m),
+                    position,
+                });
+                return Ok(());
             }
         };
         seen.set(Some(Counter { expires_at, value: 1 }));
@@ -523,6 +450,103 @@ impl LedgerStage {
         self.seen.evict(purge_before, has_backend);
         self.counters.evict(purge_before, has_backend);
         purge_before
+    }
+}
+
+/// A priced message: pricing type, the band that priced it, price.
+type Priced = (PricingType, Option<String>, Decimal);
+
+/// Where and when a message is priced: its WABA, portfolio, market and WABA-local month.
+struct MessageContext<'a> {
+    profile: &'a crate::config::WabaProfile,
+    portfolio: &'a str,
+    market: &'a str,
+    date: chrono::NaiveDate,
+    month: &'a str,
+    /// When the counters it touches may be forgotten.
+    expires_at: Ts,
+}
+
+/// The ledger's parts a message's price takes counters from.
+struct MessageCounters<'a> {
+    table: &'a mut Table<Counter>,
+    key: &'a mut Vec<u8>,
+    stats: &'a mut LedgerStats,
+}
+
+/// docs/billing-rules.md §5: finishes the windows stage's `MessagePricing` with the card,
+/// the bands and the counters: (pricing type, band, price), or why it cannot be priced.
+/// Price first: a message the card or the bands cannot price takes no free service
+/// message and no band (its counters are untouched).
+fn price_message(
+    card: &RateCard,
+    tiers: &VolumeTiers,
+    c: MessageCounters<'_>,
+    backend: Option<&dyn Backend>,
+    m: &MessageDelivered,
+    at: &MessageContext<'_>,
+) -> Result<Result<Priced, String>, StoreError> {
+    let currency = at.profile.currency.as_str();
+    let rate = |column| {
+        card.column_rate(currency, at.market, column, at.date)
+            .map_err(|e| e.to_string())
+    };
+    match m.pricing {
+        MessagePricing::Free(t) => Ok(Ok((t, None, Decimal::ZERO))),
+        MessagePricing::ServiceFreeTierThenCharged => {
+            let rate = match rate(crate::billing::rates::RateColumn::Service) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let limit = u64::from(at.profile.service_free_tier);
+            if limit > 0 {
+                counter_key_of(c.key, &[SERVICE_TAG, &m.phone_number_id, at.month]);
+                let slot = c.table.entry(backend, c.key)?;
+                let mut counter = slot.get().unwrap_or_default();
+                if counter.value < limit {
+                    counter.value += 1;
+                    counter.expires_at = counter.expires_at.max(at.expires_at);
+                    slot.set(Some(counter));
+                    c.stats.service_free_tier += 1;
+                    return Ok(Ok((PricingType::FreeCustomerService, None, Decimal::ZERO)));
+                }
+            }
+            // No volume tiers for service (docs/billing-rules.md §5 rule 3).
+            Ok(Ok((PricingType::Regular, None, rate)))
+        }
+        MessagePricing::Charged => {
+            let Some(column) = m.category.rate_column() else {
+                return Ok(Err(format!("category {} is never charged", m.category.as_str())));
+            };
+            let Some(counter) = m.category.tier_counter() else {
+                return Ok(rate(column).map(|r| (PricingType::Regular, None, r)));
+            };
+            // docs/billing-rules.md §5 rule 5: the n-th charged message of the portfolio's
+            // (market, counter, month), graduated.
+            counter_key_of(c.key, &[TIER_TAG, at.portfolio, at.market, counter.as_str(), at.month]);
+            let slot = c.table.entry(backend, c.key)?;
+            let mut count = slot.get().unwrap_or_default();
+            let n = count.value + 1;
+            let priced = match tiers.lookup(currency, at.market, m.category, at.date, n) {
+                TierLookup::Band(b) => (Some(b.label()), b.rate),
+                TierLookup::Untiered => match rate(column) {
+                    Ok(r) => (None, r),
+                    Err(e) => return Ok(Err(e)),
+                },
+                TierLookup::Beyond { effective_from, n } => {
+                    return Ok(Err(format!(
+                        "no volume band of {effective_from} for {:?} {} holds message {n} of {}",
+                        at.market,
+                        m.category.as_str(),
+                        at.month
+                    )))
+                }
+            };
+            count.value = n;
+            count.expires_at = count.expires_at.max(at.expires_at);
+            slot.set(Some(count));
+            Ok(Ok((PricingType::Regular, priced.0, priced.1)))
+        }
     }
 }
 

@@ -26,6 +26,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::billing::ids::hex;
+
 use super::records::{ConversationOpened, MessageDelivered};
 
 /// HMAC-SHA-256 under the configured key, prepared once (the key's inner and outer pads
@@ -82,16 +84,6 @@ impl std::fmt::Debug for UserHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("UserHasher(***)")
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 15)] as char);
-    }
-    s
 }
 
 #[cfg(test)]
