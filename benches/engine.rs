@@ -370,10 +370,7 @@ fn run_floor_full(arrival: &[FloorEvent], names: &FloorNames, s: &Setup) -> usiz
         if since_purge == 50_000 {
             since_purge = 0;
             st.purge(reorder.stream_time());
-            let purge = ledger
-                .stream_time()
-                .saturating_sub(wabill::pipeline::ledger::LEDGER_RETENTION);
-            ledger.drain(&mut WriteSet::default(), purge, false);
+            ledger.drain(&mut WriteSet::default(), false);
         }
         if lout.billed.len() >= 4096 {
             billed += lout.billed.len();

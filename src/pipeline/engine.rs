@@ -172,11 +172,7 @@ impl Engine {
         let mut set = std::mem::take(&mut self.set);
         set.clear();
         self.windows.drain(&mut set, purge, has_backend);
-        let ledger_purge = self
-            .ledger
-            .stream_time()
-            .saturating_sub(super::ledger::LEDGER_RETENTION);
-        self.ledger.drain(&mut set, ledger_purge, has_backend);
+        let ledger_purge = self.ledger.drain(&mut set, has_backend);
         let n = set.len();
         if let Some(b) = self.backend.as_deref_mut() {
             b.set_purge_before(Family::Scopes, purge);

@@ -491,7 +491,27 @@ impl LedgerStage {
         Ok(())
     }
 
-    pub fn drain(&mut self, set: &mut WriteSet, purge_before: Ts, has_backend: bool) {
+    /// State that expired before this may go (tables, and the backend's compaction
+    /// filter): `LEDGER_RETENTION` before the earliest instant a unit can still be
+    /// applied in order — the earliest waiting unit, or the watermark. Not the stream
+    /// time: on Kafka the watermark is the minimum over the windows partitions and can
+    /// trail the stream time by far (a windows partition that lags or restores while
+    /// another one's units already moved stream time on, or a gap in the traffic), and
+    /// a month's counters purged from the stream time were gone for the units still
+    /// waiting in that month: their volume band restarted at 1.
+    pub fn purge_before(&self) -> Ts {
+        let applied = self.reorder.watermark().min(self.reorder.stream_time());
+        let from = match self.reorder.min_waiting(|k| k.0) {
+            Some(t) => t.min(applied),
+            None => applied,
+        };
+        from.saturating_sub(LEDGER_RETENTION)
+    }
+
+    /// Moves the changed state into `set` and drops what expired before
+    /// `purge_before()`, which it returns for the backend's compaction filter.
+    pub fn drain(&mut self, set: &mut WriteSet, has_backend: bool) -> Ts {
+        let purge_before = self.purge_before();
         if self.journal.enabled {
             self.journal.drain(set);
             meta_i64(set, LEDGER_STREAM_TIME_KEY, self.reorder.stream_time());
@@ -502,6 +522,7 @@ impl LedgerStage {
         self.counters.drain_dirty(target);
         self.seen.evict(purge_before, has_backend);
         self.counters.evict(purge_before, has_backend);
+        purge_before
     }
 }
 
@@ -575,4 +596,94 @@ fn opened_json(c: &ConversationOpened) -> String {
         "late": c.late,
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::{Country, EraId, MessageCategory};
+    use crate::config::Config;
+    use crate::pipeline::engine::Setup;
+    use crate::state::RocksBackend;
+
+    const JUL_2: Ts = 1_751_414_400; // 2025-07-02T00:00:00Z
+    const DAY_S: Ts = 86_400;
+
+    fn utility(id: &str, delivered_at: Ts) -> Unit {
+        Unit::Message(MessageDelivered {
+            charge_id: format!("charge-{id}"),
+            waba_id: "1".into(),
+            phone_number_id: "2".into(),
+            user: "16505551234".into(),
+            era: EraId::Pmp2025_07,
+            message_id: id.into(),
+            delivered_at,
+            country: Country::new("US").unwrap(),
+            category: MessageCategory::Utility,
+            pricing: MessagePricing::Charged,
+            late: false,
+        })
+    }
+
+    fn tier_of(out: &mut LedgerOutput) -> Vec<(String, Option<String>)> {
+        out.billed
+            .drain(..)
+            .filter_map(|b| b.message().map(|m| (m.delivered.message_id.clone(), m.tier.clone())))
+            .collect()
+    }
+
+    /// The Kafka ledger releases units below the minimum of the windows partitions'
+    /// watermarks, so a unit can wait while units of a windows partition far ahead move
+    /// the stream time on (here: a partition already in 2026-09 while another is still in
+    /// 2025-07). The batch end's purge must not take the month's volume counter from the
+    /// unit still waiting in it: it is the 2nd charged message of the month, band `2:MAX`.
+    #[test]
+    fn a_waiting_unit_keeps_its_months_counters_when_stream_time_runs_ahead() {
+        let cfg: Config = toml::from_str("[[waba]]\nid = \"1\"\n").unwrap();
+        let tiers = VolumeTiers::parse(
+            "effective_from,market,currency,category,from,to,rate\n\
+             2025-07-01,North America,USD,utility,0,1,0.05\n\
+             2025-07-01,North America,USD,utility,2,,0.04\n",
+        )
+        .unwrap();
+        let setup = Setup::new(&cfg, RateCard::bundled_sample().unwrap(), MarketMap::bundled())
+            .unwrap()
+            .with_tiers(tiers);
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = RocksBackend::open(dir.path()).unwrap();
+        // As a Kafka ledger task on a brand-new store opens it.
+        let mut stage = setup.ledger_stage();
+        stage.enable_persistence();
+        stage
+            .advance_watermark(None, Ts::MIN, &mut LedgerOutput::default())
+            .unwrap();
+        stage.assume_fresh_store();
+        let mut out = LedgerOutput::default();
+        let batch_end = |stage: &mut LedgerStage, backend: &mut RocksBackend| {
+            let mut set = WriteSet::default();
+            let purge = stage.drain(&mut set, true);
+            backend.set_purge_before(Family::Counters, purge);
+            backend.write(&mut set).unwrap();
+        };
+
+        stage.push(Some(&backend), utility("a", JUL_2), 1, &mut out).unwrap();
+        stage.advance_watermark(Some(&backend), JUL_2 + 1, &mut out).unwrap();
+        assert_eq!(tier_of(&mut out), [("a".to_string(), Some("0:1".to_string()))]);
+        batch_end(&mut stage, &mut backend);
+
+        // A unit of the lagging partition waits; one of the partition ahead arrives.
+        stage
+            .push(Some(&backend), utility("b", JUL_2 + DAY_S), 2, &mut out)
+            .unwrap();
+        stage
+            .push(Some(&backend), utility("c", JUL_2 + 450 * DAY_S), 3, &mut out)
+            .unwrap();
+        assert!(out.billed.is_empty());
+        batch_end(&mut stage, &mut backend);
+
+        stage
+            .advance_watermark(Some(&backend), JUL_2 + DAY_S + 1, &mut out)
+            .unwrap();
+        assert_eq!(tier_of(&mut out), [("b".to_string(), Some("2:MAX".to_string()))]);
+    }
 }

@@ -31,7 +31,7 @@ use crate::config::{Config, Profiles};
 use crate::ops::health::health;
 use crate::ops::metrics::{metrics, DeadLetterReason, StageHandles};
 use crate::pipeline::engine::{Setup, PURGE_MARGIN};
-use crate::pipeline::ledger::{LedgerOutput, LedgerStage, LedgerStats, LEDGER_RETENTION};
+use crate::pipeline::ledger::{LedgerOutput, LedgerStage, LedgerStats};
 use crate::pipeline::pending::{meta_i64, read_meta_i64};
 use crate::pipeline::records::{Billed, Rejected};
 use crate::pipeline::windows::{WindowStats, WindowsOutput, WindowsStage};
@@ -853,8 +853,7 @@ pub fn run_ledger(
                 for (q, w) in &t.upstream {
                     meta_i64(set, &upstream_key(*q), *w);
                 }
-                let purge = t.stage.stream_time().saturating_sub(LEDGER_RETENTION);
-                t.stage.drain(set, purge, true);
+                let purge = t.stage.drain(set, true);
                 t.store.backend.set_purge_before(Family::Conversations, purge);
                 t.store.backend.set_purge_before(Family::Counters, purge);
             },
