@@ -17,6 +17,22 @@
 //! - Tansu describes only the topic configs given at creation: pass every config you will read
 //!   to `create_topic_with`.
 //! - No transactions, no `create_partitions`.
+//! - A member that leaves a consumer group (LeaveGroup: a graceful stop) while the group is
+//!   forming, as its leader, is removed but stays the leader: the other members wait for its
+//!   SyncGroup forever and get no partitions. (Groups were also seen stuck that way after a
+//!   storm of rebalances with two instances on 6 s sessions, one of them killed.) Tests that
+//!   stop one of several instances gracefully first wait until the groups are formed
+//!   (`group_formed`), and kill nothing while two instances share the groups.
+//! - Under load a member of a group that has just rebalanced is sometimes expelled when its
+//!   session timeout has passed since it got its partitions (seen with 6 s, two instances and
+//!   cooperative-sticky), which starts another rebalance, and so on: where instances share
+//!   groups, tests use a session timeout of tens of seconds (and kill nothing there).
+//! - A member that expires while the group forms is dropped without a new generation: when the
+//!   leader's assignment withheld the partitions that member owned (cooperative-sticky does,
+//!   until their owner gives them up), nobody gets them and nothing starts another rebalance.
+//!   A killed instance's member lives until its session times out, so a test that starts an
+//!   instance after a SIGKILL waits out the session first (the joining member's JoinGroup
+//!   then finds the dead one expired and drops it before anything is assigned).
 //!
 //! Environment: `WABILL_TANSU_LOG` sets Tansu's `RUST_LOG` (default `warn`; the test's own
 //! `RUST_LOG` is not passed on). When a test panics while a broker is alive, the tail of the
@@ -556,6 +572,38 @@ impl Broker {
                 (p, low, high)
             })
             .collect()
+    }
+
+    /// Whether consumer group `group` is formed (joined and synced, no rebalance under
+    /// way), read from Tansu's own record of the group in its database: its ListGroups and
+    /// DescribeGroups answers do not reach librdkafka. `false` while it forms, when it does
+    /// not exist, and with the memory engine. See the module docs for why tests ask.
+    pub fn group_formed(&self, group: &str) -> bool {
+        let Storage::Sqlite(db) = &self.storage else {
+            return false;
+        };
+        let sql = format!(
+            "select d.detail from consumer_group_detail d join consumer_group g on g.id = d.consumer_group \
+             where g.name = '{}'",
+            group.replace('\'', "''")
+        );
+        let out = Command::new(sqlite3_binary())
+            .arg("-batch")
+            .arg("-cmd")
+            .arg(".timeout 10000")
+            .arg(db)
+            .arg(&sql)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sqlite3");
+        assert!(
+            out.status.success(),
+            "sqlite3 {}: {sql}: {}",
+            db.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|detail| detail["state"].get("Formed").is_some())
     }
 
     /// The committed offset of `group` for every partition of `topic` (`None`: nothing
