@@ -1,7 +1,8 @@
 //! Operations, end to end with real parts: `wabill run` on a real broker (Tansu), scraped
 //! by a real Prometheus (Debian's package). What Prometheus reads must equal what is on
 //! the billing and dead-letter topics; every metric the dashboard and the alert rules use
-//! must exist in the binary's /metrics; /readyz must be false while a store restores.
+//! must exist in the binary's /metrics (a conversation-era run and a message-era run
+//! between them export every one); /readyz must be false while a store restores.
 
 mod common;
 #[path = "support/metric_names.rs"]
@@ -20,7 +21,8 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use support::broker::{free_port, Broker};
-use wabill::codec::avro::{decode_billed, decode_dead_letter};
+use wabill::codec::avro::{decode_billing, decode_dead_letter, no_registry};
+use wabill::pipeline::records::Billed;
 use wabill::sim;
 
 fn config(broker: &Broker, prefix: &str, state: &Path, http_port: u16) -> String {
@@ -228,29 +230,15 @@ fn prometheus_reads_the_billing_topic_totals_and_every_referenced_metric_exists(
         ..
     } = Setup::produced(prefix, &lines);
 
-    let _run = common::Wabill::run(&cfg, &log);
+    let run = common::Wabill::run(&cfg, &log);
     let prom = Prometheus::start(http_port);
 
-    // Drain: read until a round brings nothing new. One reader group, so each round
-    // continues where the previous one committed.
-    let mut billing = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let got = broker.consume_all(&format!("{prefix}-billing"), "reader", 100_000, Duration::from_secs(15));
-        let grew = !got.is_empty();
-        billing.extend(got);
-        if !grew && !billing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "billing did not drain; wabill log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-    let records: Vec<_> = billing
-        .iter()
-        .map(|c| decode_billed(c.value.as_deref().unwrap_or_default()).expect("billing record decodes"))
+    let records: Vec<_> = drain_billing(&broker, prefix, &log)
+        .into_iter()
+        .map(|b| match b {
+            Billed::Conversation(c) => c,
+            Billed::Message(m) => panic!("a message charge from 2022 traffic: {m:?}"),
+        })
         .collect();
     let ids: BTreeSet<&str> = records.iter().map(|r| r.opened.conversation_id.as_str()).collect();
     assert_eq!(ids.len(), records.len(), "no crash in this test, so no duplicates");
@@ -327,15 +315,14 @@ fn prometheus_reads_the_billing_topic_totals_and_every_referenced_metric_exists(
     );
     assert_eq!(prom.scalar("wabill_ready"), Some(1.0));
 
-    // Names used by the dashboard and the alert rules exist in /metrics.
-    let (code, text) = http_get(http_port, "/metrics").expect("/metrics");
-    assert_eq!(code, 200);
-    let exported: BTreeSet<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect();
+    let mut exported = exported_names(http_port);
+    drop(prom);
+    drop(run);
+    drop(broker);
+
+    // The per-message eras: their metric, and every name the dashboard and the alert rules
+    // use, exported by one era's run or the other's.
+    exported.extend(message_era_charges_reach_prometheus());
     let referenced = metric_names::referenced_metric_names(Path::new(env!("CARGO_MANIFEST_DIR")));
     assert!(!referenced.is_empty(), "the dashboard and rules reference metrics");
     let missing: Vec<_> = referenced.difference(&exported).collect();
@@ -343,6 +330,132 @@ fn prometheus_reads_the_billing_topic_totals_and_every_referenced_metric_exists(
         missing.is_empty(),
         "used by deploy/ but not exported: {missing:?}\nexported: {exported:?}"
     );
+}
+
+/// A week of generated `pmp-2026-10` traffic (send-log records, Meta's pricing objects,
+/// the bundled sample card and bands) through `wabill run`: what Prometheus reads of
+/// `wabill_messages_charged_total` by category and pricing type, and by market, equals the
+/// message charges on the billing topic. Returns the metric names /metrics exported.
+fn message_era_charges_reach_prometheus() -> BTreeSet<String> {
+    let prefix = "ops-pmp";
+    let mut lines = Vec::new();
+    let cfg = sim::SimConfig {
+        seed: 23,
+        events: 3000,
+        users: 200,
+        days: 7,
+        start: 1_791_158_400, // 2026-10-05T00:00:00Z
+        send_log: true,
+        ..sim::SimConfig::default()
+    };
+    sim::generate(&cfg, |l| lines.push(l.to_string()));
+    let Setup {
+        broker,
+        dir: _dir,
+        cfg,
+        log,
+        http_port,
+        ..
+    } = Setup::produced(prefix, &lines);
+    let _run = common::Wabill::run(&cfg, &log);
+    let prom = Prometheus::start(http_port);
+
+    let charges: Vec<_> = drain_billing(&broker, prefix, &log)
+        .into_iter()
+        .map(|b| match b {
+            Billed::Message(m) => m,
+            Billed::Conversation(c) => panic!("a conversation from October 2026 traffic: {c:?}"),
+        })
+        .collect();
+    let charged = charges.iter().filter(|m| m.billable).count();
+    assert!(
+        charged > 0 && charged < charges.len(),
+        "the week has charged and free messages: {charged} of {}",
+        charges.len()
+    );
+
+    let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
+    let mut by_market: BTreeMap<String, f64> = BTreeMap::new();
+    for m in &charges {
+        let kind = format!("{} {}", m.delivered.category.as_str(), m.pricing_type.as_str());
+        *by_kind.entry(kind).or_default() += 1.0;
+        if m.billable {
+            *by_market.entry(m.market.clone()).or_default() += 1.0;
+        }
+    }
+    let want_total = charges.len() as f64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while prom.scalar("sum(wabill_messages_charged_total)") != Some(want_total) {
+        assert!(
+            Instant::now() < deadline,
+            "prometheus saw {:?} message charges, the billing topic holds {want_total}",
+            prom.scalar("sum(wabill_messages_charged_total)")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // As the dashboard's two panels group them.
+    let seen_kinds: BTreeMap<String, f64> = prom
+        .query("sum by (category, pricing_type) (wabill_messages_charged_total)")
+        .into_iter()
+        .map(|(l, v)| {
+            let get = |k: &str| l.get(k).cloned().unwrap_or_default();
+            (format!("{} {}", get("category"), get("pricing_type")), v)
+        })
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    assert_eq!(seen_kinds, by_kind);
+    let seen_markets: BTreeMap<String, f64> = prom
+        .query("sum by (market) (wabill_messages_charged_total{pricing_type=\"regular\"})")
+        .into_iter()
+        .map(|(l, v)| (l.get("market").cloned().unwrap_or_default(), v))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    assert_eq!(seen_markets, by_market);
+    let billed: Decimal = charges.iter().map(|m| m.billed_price).sum();
+    let seen = prom
+        .scalar("sum(wabill_billed_amount_total{currency=\"USD\"})")
+        .expect("billed amount series");
+    let want = billed.to_f64().unwrap_or(f64::NAN);
+    assert!(
+        (seen - want).abs() <= 1e-6 * want.max(1.0),
+        "billed amount: prometheus {seen}, topic {billed}"
+    );
+    exported_names(http_port)
+}
+
+/// Reads the billing topic until a round brings nothing new (one reader group, so each
+/// round continues where the previous one committed), decoding both record kinds.
+fn drain_billing(broker: &Broker, prefix: &str, log: &Path) -> Vec<Billed> {
+    let mut billing = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let got = broker.consume_all(&format!("{prefix}-billing"), "reader", 100_000, Duration::from_secs(15));
+        let grew = !got.is_empty();
+        billing.extend(got);
+        if !grew && !billing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "billing did not drain; wabill log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    billing
+        .iter()
+        .map(|c| decode_billing(c.value.as_deref().unwrap_or_default(), &no_registry).expect("billing record decodes"))
+        .collect()
+}
+
+/// The metric family names /metrics declares (`# TYPE` lines).
+fn exported_names(http_port: u16) -> BTreeSet<String> {
+    let (code, text) = http_get(http_port, "/metrics").expect("/metrics");
+    assert_eq!(code, 200);
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
