@@ -196,6 +196,32 @@ impl Prometheus {
     fn scalar(&self, q: &str) -> Option<f64> {
         self.query(q).first().map(|r| r.1)
     }
+
+    /// Waits (a minute at most) until Prometheus has scraped `sum(metric) == want`.
+    fn wait_for_sum(&self, metric: &str, want: f64) {
+        let q = format!("sum({metric})");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.scalar(&q) != Some(want) {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus saw {:?} for {q}, the billing topic holds {want}",
+                self.scalar(&q)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The dashboard's running USD total (a float) equals the topic's exact sum.
+    fn assert_usd_billed(&self, billed: Decimal) {
+        let seen = self
+            .scalar("sum(wabill_billed_amount_total{currency=\"USD\"})")
+            .expect("billed amount series");
+        let want = billed.to_f64().unwrap_or(f64::NAN);
+        assert!(
+            (seen - want).abs() <= 1e-6 * want.max(1.0),
+            "billed amount: prometheus {seen}, topic {billed}"
+        );
+    }
 }
 
 impl Drop for Prometheus {
@@ -250,15 +276,7 @@ fn prometheus_reads_the_billing_topic_totals_and_every_referenced_metric_exists(
 
     // Wait until Prometheus has scraped the final values.
     let want_total = records.len() as f64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while prom.scalar("sum(wabill_conversations_opened_total)") != Some(want_total) {
-        assert!(
-            Instant::now() < deadline,
-            "prometheus saw {:?} conversations, the billing topic holds {want_total}",
-            prom.scalar("sum(wabill_conversations_opened_total)")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    prom.wait_for_sum("wabill_conversations_opened_total", want_total);
     assert_eq!(prom.scalar("up{job=\"wabill\"}"), Some(1.0));
 
     // By origin and market, as the dashboard shows them.
@@ -291,14 +309,7 @@ fn prometheus_reads_the_billing_topic_totals_and_every_referenced_metric_exists(
     );
     assert_eq!(prom.scalar("wabill_free_tier_conversations_total"), Some(free));
     let billed: Decimal = records.iter().map(|r| r.billed_price).sum();
-    let seen = prom
-        .scalar("sum(wabill_billed_amount_total{currency=\"USD\"})")
-        .expect("billed amount series");
-    let want = billed.to_f64().unwrap_or(f64::NAN);
-    assert!(
-        (seen - want).abs() <= 1e-6 * want.max(1.0),
-        "billed amount: prometheus {seen}, topic {billed}"
-    );
+    prom.assert_usd_billed(billed);
     assert_eq!(
         prom.scalar("sum(wabill_dead_letters_total)"),
         Some(dead.len() as f64),
@@ -384,15 +395,7 @@ fn message_era_charges_reach_prometheus() -> BTreeSet<String> {
         }
     }
     let want_total = charges.len() as f64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while prom.scalar("sum(wabill_messages_charged_total)") != Some(want_total) {
-        assert!(
-            Instant::now() < deadline,
-            "prometheus saw {:?} message charges, the billing topic holds {want_total}",
-            prom.scalar("sum(wabill_messages_charged_total)")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    prom.wait_for_sum("wabill_messages_charged_total", want_total);
     // As the dashboard's two panels group them.
     let seen_kinds: BTreeMap<String, f64> = prom
         .query("sum by (category, pricing_type) (wabill_messages_charged_total)")
@@ -412,14 +415,7 @@ fn message_era_charges_reach_prometheus() -> BTreeSet<String> {
         .collect();
     assert_eq!(seen_markets, by_market);
     let billed: Decimal = charges.iter().map(|m| m.billed_price).sum();
-    let seen = prom
-        .scalar("sum(wabill_billed_amount_total{currency=\"USD\"})")
-        .expect("billed amount series");
-    let want = billed.to_f64().unwrap_or(f64::NAN);
-    assert!(
-        (seen - want).abs() <= 1e-6 * want.max(1.0),
-        "billed amount: prometheus {seen}, topic {billed}"
-    );
+    prom.assert_usd_billed(billed);
     exported_names(http_port)
 }
 
