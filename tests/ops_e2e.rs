@@ -82,6 +82,22 @@ impl Setup {
     }
 }
 
+/// `wabill run` on webhooks already produced (`Setup::produced`), scraped by Prometheus.
+struct Scraped {
+    setup: Setup,
+    run: common::Wabill,
+    prom: Prometheus,
+}
+
+impl Scraped {
+    fn start(prefix: &str, lines: &[String]) -> Scraped {
+        let setup = Setup::produced(prefix, lines);
+        let run = common::Wabill::run(&setup.cfg, &setup.log);
+        let prom = Prometheus::start(setup.http_port);
+        Scraped { setup, run, prom }
+    }
+}
+
 /// A bare HTTP/1.1 GET (no client library in the way of what the server really sends).
 fn http_get(port: u16, target: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -197,6 +213,19 @@ impl Prometheus {
         self.query(q).first().map(|r| r.1)
     }
 
+    /// The non-zero series of a `sum by (...)` query, keyed by the values of `labels`
+    /// joined with a space (as the dashboard's legends show them).
+    fn by(&self, q: &str, labels: &[&str]) -> BTreeMap<String, f64> {
+        self.query(q)
+            .into_iter()
+            .filter(|(_, v)| *v > 0.0)
+            .map(|(l, v)| {
+                let key: Vec<&str> = labels.iter().map(|k| l.get(*k).map_or("", String::as_str)).collect();
+                (key.join(" "), v)
+            })
+            .collect()
+    }
+
     /// Waits (a minute at most) until Prometheus has scraped `sum(metric) == want`.
     fn wait_for_sum(&self, metric: &str, want: f64) {
         let q = format!("sum({metric})");
@@ -247,17 +276,18 @@ fn prometheus_reads_the_billing_topic_totals_and_every_referenced_metric_exists(
     let mut lines = common::traffic(11, 3000, 200);
     lines.insert(5, "this is not json".into());
     lines.insert(20, r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"2"},"statuses":[{"id":"wamid.x","status":"delivered","timestamp":"1646092800","recipient_id":"12ab"}]}}]}]}"#.into());
-    let Setup {
-        broker,
-        dir: _dir,
-        cfg,
-        log,
-        http_port,
-        ..
-    } = Setup::produced(prefix, &lines);
-
-    let run = common::Wabill::run(&cfg, &log);
-    let prom = Prometheus::start(http_port);
+    let Scraped {
+        setup:
+            Setup {
+                broker,
+                dir: _dir,
+                log,
+                http_port,
+                ..
+            },
+        run,
+        prom,
+    } = Scraped::start(prefix, &lines);
 
     let records: Vec<_> = drain_billing(&broker, prefix, &log)
         .into_iter()
@@ -286,19 +316,12 @@ fn prometheus_reads_the_billing_topic_totals_and_every_referenced_metric_exists(
         *by_origin.entry(r.opened.origin.as_str().to_string()).or_default() += 1.0;
         *by_market.entry(r.market.clone()).or_default() += 1.0;
     }
-    let series = |q: &str, label: &str| -> BTreeMap<String, f64> {
-        prom.query(q)
-            .into_iter()
-            .map(|(l, v)| (l.get(label).cloned().unwrap_or_default(), v))
-            .filter(|(_, v)| *v > 0.0)
-            .collect()
-    };
     assert_eq!(
-        series("sum by (origin) (wabill_conversations_opened_total)", "origin"),
+        prom.by("sum by (origin) (wabill_conversations_opened_total)", &["origin"]),
         by_origin
     );
     assert_eq!(
-        series("sum by (market) (wabill_conversations_opened_total)", "market"),
+        prom.by("sum by (market) (wabill_conversations_opened_total)", &["market"]),
         by_market
     );
 
@@ -360,16 +383,18 @@ fn message_era_charges_reach_prometheus() -> BTreeSet<String> {
         ..sim::SimConfig::default()
     };
     sim::generate(&cfg, |l| lines.push(l.to_string()));
-    let Setup {
-        broker,
-        dir: _dir,
-        cfg,
-        log,
-        http_port,
-        ..
-    } = Setup::produced(prefix, &lines);
-    let _run = common::Wabill::run(&cfg, &log);
-    let prom = Prometheus::start(http_port);
+    let Scraped {
+        setup:
+            Setup {
+                broker,
+                dir: _dir,
+                log,
+                http_port,
+                ..
+            },
+        run: _run,
+        prom,
+    } = Scraped::start(prefix, &lines);
 
     let charges: Vec<_> = drain_billing(&broker, prefix, &log)
         .into_iter()
@@ -397,23 +422,20 @@ fn message_era_charges_reach_prometheus() -> BTreeSet<String> {
     let want_total = charges.len() as f64;
     prom.wait_for_sum("wabill_messages_charged_total", want_total);
     // As the dashboard's two panels group them.
-    let seen_kinds: BTreeMap<String, f64> = prom
-        .query("sum by (category, pricing_type) (wabill_messages_charged_total)")
-        .into_iter()
-        .map(|(l, v)| {
-            let get = |k: &str| l.get(k).cloned().unwrap_or_default();
-            (format!("{} {}", get("category"), get("pricing_type")), v)
-        })
-        .filter(|(_, v)| *v > 0.0)
-        .collect();
-    assert_eq!(seen_kinds, by_kind);
-    let seen_markets: BTreeMap<String, f64> = prom
-        .query("sum by (market) (wabill_messages_charged_total{pricing_type=\"regular\"})")
-        .into_iter()
-        .map(|(l, v)| (l.get("market").cloned().unwrap_or_default(), v))
-        .filter(|(_, v)| *v > 0.0)
-        .collect();
-    assert_eq!(seen_markets, by_market);
+    assert_eq!(
+        prom.by(
+            "sum by (category, pricing_type) (wabill_messages_charged_total)",
+            &["category", "pricing_type"]
+        ),
+        by_kind
+    );
+    assert_eq!(
+        prom.by(
+            "sum by (market) (wabill_messages_charged_total{pricing_type=\"regular\"})",
+            &["market"]
+        ),
+        by_market
+    );
     let billed: Decimal = charges.iter().map(|m| m.billed_price).sum();
     prom.assert_usd_billed(billed);
     exported_names(http_port)
