@@ -383,9 +383,10 @@ impl LedgerStage {
             key: &mut self.key,
             stats: &mut self.stats,
         };
-        let (pricing_type, tier, price) = match price_message(&self.card, &self.tiers, counters, backend, &m, &at)? {
+        let (pricing_type, tier, price) = match price_message(&self.card, &self.tiers, counters, backend, &m, &at) {
             Ok(priced) => priced,
-            Err(reason) => {
+            Err(PriceError::Store(e)) => return Err(e),
+            Err(PriceError::Unpriceable(reason)) => {
                 self.stats.rejected += 1;
                 out.rejected.push(Rejected {
                     class: RejectClass::Unpriceable,
@@ -456,6 +457,19 @@ impl LedgerStage {
 /// A priced message: pricing type, the band that priced it, price.
 type Priced = (PricingType, Option<String>, Decimal);
 
+/// Why `price_message` gave no price: the message cannot be priced (a dead letter with
+/// this reason), or the store failed (the stage stops).
+enum PriceError {
+    Unpriceable(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for PriceError {
+    fn from(e: StoreError) -> Self {
+        PriceError::Store(e)
+    }
+}
+
 /// Where and when a message is priced: its WABA, portfolio, market and WABA-local month.
 struct MessageContext<'a> {
     profile: &'a crate::config::WabaProfile,
@@ -485,19 +499,16 @@ fn price_message(
     backend: Option<&dyn Backend>,
     m: &MessageDelivered,
     at: &MessageContext<'_>,
-) -> Result<Result<Priced, String>, StoreError> {
+) -> Result<Priced, PriceError> {
     let currency = at.profile.currency.as_str();
     let rate = |column| {
         card.column_rate(currency, at.market, column, at.date)
-            .map_err(|e| e.to_string())
+            .map_err(|e| PriceError::Unpriceable(e.to_string()))
     };
     match m.pricing {
-        MessagePricing::Free(t) => Ok(Ok((t, None, Decimal::ZERO))),
+        MessagePricing::Free(t) => Ok((t, None, Decimal::ZERO)),
         MessagePricing::ServiceFreeTierThenCharged => {
-            let rate = match rate(crate::billing::rates::RateColumn::Service) {
-                Ok(r) => r,
-                Err(e) => return Ok(Err(e)),
-            };
+            let rate = rate(crate::billing::rates::RateColumn::Service)?;
             let limit = u64::from(at.profile.service_free_tier);
             if limit > 0 {
                 counter_key_of(c.key, &[SERVICE_TAG, &m.phone_number_id, at.month]);
@@ -508,18 +519,21 @@ fn price_message(
                     counter.expires_at = counter.expires_at.max(at.expires_at);
                     slot.set(Some(counter));
                     c.stats.service_free_tier += 1;
-                    return Ok(Ok((PricingType::FreeCustomerService, None, Decimal::ZERO)));
+                    return Ok((PricingType::FreeCustomerService, None, Decimal::ZERO));
                 }
             }
             // No volume tiers for service (docs/billing-rules.md §5 rule 3).
-            Ok(Ok((PricingType::Regular, None, rate)))
+            Ok((PricingType::Regular, None, rate))
         }
         MessagePricing::Charged => {
             let Some(column) = m.category.rate_column() else {
-                return Ok(Err(format!("category {} is never charged", m.category.as_str())));
+                return Err(PriceError::Unpriceable(format!(
+                    "category {} is never charged",
+                    m.category.as_str()
+                )));
             };
             let Some(counter) = m.category.tier_counter() else {
-                return Ok(rate(column).map(|r| (PricingType::Regular, None, r)));
+                return Ok((PricingType::Regular, None, rate(column)?));
             };
             // docs/billing-rules.md §5 rule 5: the n-th charged message of the portfolio's
             // (market, counter, month), graduated.
@@ -529,12 +543,9 @@ fn price_message(
             let n = count.value + 1;
             let priced = match tiers.lookup(currency, at.market, m.category, at.date, n) {
                 TierLookup::Band(b) => (Some(b.label()), b.rate),
-                TierLookup::Untiered => match rate(column) {
-                    Ok(r) => (None, r),
-                    Err(e) => return Ok(Err(e)),
-                },
+                TierLookup::Untiered => (None, rate(column)?),
                 TierLookup::Beyond { effective_from, n } => {
-                    return Ok(Err(format!(
+                    return Err(PriceError::Unpriceable(format!(
                         "no volume band of {effective_from} for {:?} {} holds message {n} of {}",
                         at.market,
                         m.category.as_str(),
@@ -545,7 +556,7 @@ fn price_message(
             count.value = n;
             count.expires_at = count.expires_at.max(at.expires_at);
             slot.set(Some(count));
-            Ok(Ok((PricingType::Regular, priced.0, priced.1)))
+            Ok((PricingType::Regular, priced.0, priced.1))
         }
     }
 }
